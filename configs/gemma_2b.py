@@ -1,0 +1,22 @@
+"""Gemma 2B (Gemma 1): 18 layers, d_model 2048, 8 query heads, MQA, head_dim 256 (SPEC.md §3).
+
+2,506,434,560 parameters (524,550,144 embedding). The paper's Table 2 model::
+
+    configs/gemma_2b.py:pe=p_rope,p=0.75
+"""
+
+from rope_jax import config_lib
+
+
+def get_config(arg=None):
+  config = config_lib.base_config()
+  config.model.update(
+      vocab_size=256_128,
+      num_layers=18,
+      embed_dim=2048,
+      num_heads=8,
+      num_kv_heads=1,
+      head_dim=256,
+      mlp_dim=16_384,
+  )
+  return config_lib.apply_arg(config, arg)

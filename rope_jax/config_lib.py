@@ -1,0 +1,151 @@
+"""Experiment configs: the base ConfigDict, config arguments, and strict validation.
+
+A config file under ``configs/`` is data: it starts from :func:`base_config`, sets its sizes, and
+calls :func:`apply_arg` with its argument string, big_vision style::
+
+    configs/gemma_2b.py:pe=p_rope,p=0.75,theta=10000
+
+Config arguments (all optional, comma-separated ``key=value``):
+
+* ``pe``: positional encoding preset, one of ``PE_PRESETS``: ``nope`` (p = 0), ``rope``
+  (p = 1), ``p_rope`` / ``reversed`` / ``partial`` (fraction ``p``, default 0.75).
+* ``p``: the fraction for ``p_rope`` / ``reversed`` / ``partial``.
+* ``theta``: base wavelength θ.
+* ``layout``: ``split_half`` or ``interleaved``.
+* ``scale``: linear position-interpolation factor (>= 1).
+
+Then any field can be overridden from the command line (``--config.model.rope.fraction=0.25``);
+the returned config is locked, so an unknown key there is an error. :func:`validate` converts
+every section into its typed form and fails on unknown or unused keys before anything is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from rope_jax import model as model_lib
+from rope_jax import rope as rope_lib
+
+# name -> (variant, fraction or None for "take p from the argument").
+PE_PRESETS: dict[str, tuple[str, float | None]] = {
+    "nope": ("p_rope", 0.0),
+    "rope": ("p_rope", 1.0),
+    "p_rope": ("p_rope", None),
+    "reversed": ("reversed", None),
+    "partial": ("partial", None),
+}
+DEFAULT_P = 0.75
+ARG_KEYS = ("pe", "p", "theta", "layout", "scale")
+
+# Validators of the top-level sections other modules own: section -> callable(ConfigDict).
+# Each raises ValueError on a bad or unknown key. Registered by the owning module at import.
+SECTION_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "model": lambda c: model_lib.ModelConfig.from_dict(to_dict(c)),
+}
+
+
+def rope_config_dict(**overrides: Any) -> ml_collections.ConfigDict:
+  """The ``RopeConfig`` fields as a ConfigDict (defaults: full RoPE, θ = 10,000, split-half)."""
+  d = dict(variant="p_rope", fraction=1.0, theta=rope_lib.DEFAULT_THETA, scale_factor=1.0,
+           layout="split_half")
+  d.update(overrides)
+  return ml_collections.ConfigDict(d)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by every experiment; size-specific files override the model shape."""
+  config = ml_collections.ConfigDict()
+  config.model = ml_collections.ConfigDict(dict(
+      vocab_size=256_128,
+      num_layers=18,
+      embed_dim=2048,
+      num_heads=8,
+      num_kv_heads=1,
+      head_dim=256,
+      mlp_dim=16_384,
+      rope=rope_config_dict(),
+      # None = inherit the value of model.rope; set fields (and global_every) for Gemma-4 style
+      # global layers, e.g. --config.model.global_every=6 --config.model.global_rope.fraction=0.25
+      global_rope=ml_collections.ConfigDict(dict(
+          variant=placeholder(str), fraction=placeholder(float), theta=placeholder(float),
+          scale_factor=placeholder(float), layout=placeholder(str))),
+      global_every=0,
+      norm_eps=1e-6,
+      dtype="float32",
+      param_dtype="float32",
+      attention_impl="xla",
+      remat=False,
+  ))
+  return config
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """``"pe=p_rope,p=0.75"`` -> ``{"pe": "p_rope", "p": "0.75"}``; unknown keys are errors."""
+  out: dict[str, str] = {}
+  for item in (arg or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    if "=" not in item:
+      raise ValueError(f"Config argument {item!r} is not key=value; allowed keys: {ARG_KEYS}.")
+    key, value = (s.strip() for s in item.split("=", 1))
+    if key not in ARG_KEYS:
+      raise ValueError(f"Unknown config argument {key!r} in {arg!r}; allowed: {ARG_KEYS}.")
+    out[key] = value
+  return out
+
+
+def _number(key: str, value: str) -> float:
+  try:
+    return float(value)
+  except ValueError:
+    raise ValueError(f"Config argument {key}={value!r} is not a number.") from None
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Applies a config argument string to ``config.model.rope`` and locks the config."""
+  args = parse_arg(arg)
+  rope = config.model.rope
+  if "pe" in args:
+    if args["pe"] not in PE_PRESETS:
+      raise ValueError(f"Unknown pe={args['pe']!r}; allowed: {tuple(PE_PRESETS)}.")
+    variant, fraction = PE_PRESETS[args["pe"]]
+    if fraction is not None and "p" in args:
+      raise ValueError(f"pe={args['pe']} fixes p={fraction}; drop p={args['p']}.")
+    rope.variant = variant
+    rope.fraction = fraction if fraction is not None else DEFAULT_P
+  if "p" in args:
+    rope.fraction = _number("p", args["p"])
+  if "theta" in args:
+    rope.theta = _number("theta", args["theta"])
+  if "layout" in args:
+    rope.layout = args["layout"]
+  if "scale" in args:
+    rope.scale_factor = _number("scale", args["scale"])
+  config.lock()
+  return config
+
+
+def to_dict(section: Any) -> dict[str, Any]:
+  """A ConfigDict (or mapping) as a plain nested dict."""
+  return section.to_dict() if hasattr(section, "to_dict") else dict(section)
+
+
+def validate(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Converts every section to its typed form; unknown sections or keys raise ValueError.
+
+  Returns:
+    ``{section: typed config}`` (e.g. ``{"model": ModelConfig(...)}``).
+  """
+  unknown = sorted(set(config.keys()) - set(SECTION_VALIDATORS))
+  if unknown:
+    raise ValueError(f"Unknown config section(s) {unknown}; known: {sorted(SECTION_VALIDATORS)}.")
+  return {name: SECTION_VALIDATORS[name](config[name]) for name in config.keys()}
+
+
+def model_config(config: ml_collections.ConfigDict) -> model_lib.ModelConfig:
+  """The validated ``ModelConfig`` of an experiment config."""
+  return model_lib.ModelConfig.from_dict(to_dict(config.model))

@@ -1,0 +1,361 @@
+"""A Gemma-1-like decoder in Flax NNX whose positional encoding is chosen per layer.
+
+Architecture (Gemma 1 exactly, SPEC.md §3): token embedding scaled by √d_model and tied with the
+output layer; per block a pre-norm attention and a pre-norm GeGLU feed-forward with residuals;
+a final RMSNorm. RMSNorm is ``x · rsqrt(mean(x²) + ε) · (1 + scale)`` with ``scale`` zero-initialised.
+GeGLU is ``down(gelu_tanh(gate(x)) · up(x))``. Attention is MHA / MQA / GQA with a head dimension
+independent of d_model; queries are scaled by ``head_dim^-0.5`` after rotation. No biases.
+
+Shapes: B batch, L sequence length, D model width, N query heads, K key/value heads, H head
+dimension, F feed-forward hidden width, V vocabulary size.
+
+Every parameter carries its logical axis names (``out_sharding`` metadata, e.g.
+``("embed", "q_heads", "head_dim")``); ``rope_jax.sharding`` maps them onto a device mesh.
+
+For analysis the forward pass can return, per layer, the pre-rotation queries and keys, the
+post-rotation ones, the values and the attention weights (``return_intermediates=True``): the
+same computation the model trains with, not a second copy of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rope_jax import rope as rope_lib
+
+ATTENTION_IMPLS = ("xla", "dot_product")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+  """A positional encoding; field meanings as in ``rope_jax.rope.apply_rope``."""
+
+  variant: str = "p_rope"
+  fraction: float = 1.0
+  theta: float = rope_lib.DEFAULT_THETA
+  scale_factor: float = 1.0
+  layout: str = "split_half"
+
+  def validate(self, head_dim: int) -> None:
+    rope_lib.validate_rope_args(head_dim, theta=self.theta, fraction=self.fraction,
+                                variant=self.variant, layout=self.layout,
+                                scale_factor=self.scale_factor)
+
+  def apply(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    """Rotates ``x [B, L, N, H]`` at ``positions [B, L]``."""
+    return rope_lib.apply_rope(x, positions, **dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyperparameters of the decoder.
+
+  Attributes:
+    vocab_size: V, rows of the (tied) embedding table.
+    num_layers: number of decoder blocks.
+    embed_dim: D, the residual width.
+    num_heads: N query heads.
+    num_kv_heads: K key/value heads (K = N: MHA, K = 1: MQA, else GQA); N % K == 0.
+    head_dim: H, per-head width (independent of D; even).
+    mlp_dim: F, hidden width of each GeGLU branch.
+    rope: positional encoding of every layer not selected by ``global_every``.
+    global_rope: positional encoding of the "global" layers (Gemma 4 uses p = 0.25 there);
+      None = the same as ``rope``.
+    global_every: 0 = every layer uses ``rope``; k > 0 = layers l with l % k == k - 1 use
+      ``global_rope`` (k = 6 gives Gemma 4's 5 local : 1 global).
+    norm_eps: ε of RMSNorm.
+    dtype: activation/compute dtype ("float32" or "bfloat16"); params stay ``param_dtype``.
+    param_dtype: storage dtype of the parameters.
+    attention_impl: "xla" (materialised weights; analysis needs it) or "dot_product"
+      (``jax.nn.dot_product_attention``: cuDNN flash attention on GPU).
+    remat: rematerialise each block in the backward pass (trades FLOPs for activation memory).
+  """
+
+  vocab_size: int
+  num_layers: int
+  embed_dim: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  rope: RopeConfig = RopeConfig()
+  global_rope: RopeConfig | None = None
+  global_every: int = 0
+  norm_eps: float = 1e-6
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  attention_impl: str = "xla"
+  remat: bool = False
+
+  def __post_init__(self):
+    for name in ("vocab_size", "num_layers", "embed_dim", "num_heads", "num_kv_heads",
+                 "head_dim", "mlp_dim"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"model.{name} must be a positive int, got {value!r}.")
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(
+          f"model.num_heads ({self.num_heads}) must be divisible by model.num_kv_heads "
+          f"({self.num_kv_heads}).")
+    if self.head_dim % 2:
+      raise ValueError(f"model.head_dim must be even for rotary pairs, got {self.head_dim}.")
+    if self.global_every < 0:
+      raise ValueError(f"model.global_every must be >= 0, got {self.global_every}.")
+    if self.global_every == 0 and self.global_rope is not None:
+      raise ValueError(
+          "model.global_rope is set but model.global_every=0, so no layer would use it; set "
+          "model.global_every=k to apply it to every k-th layer.")
+    self.rope.validate(self.head_dim)
+    if self.global_rope is not None:
+      self.global_rope.validate(self.head_dim)
+    if self.dtype not in DTYPES or self.param_dtype not in DTYPES:
+      raise ValueError(f"model.dtype/param_dtype must be in {DTYPES}, got "
+                       f"{self.dtype!r}/{self.param_dtype!r}.")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(
+          f"model.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}.")
+
+  @classmethod
+  def from_dict(cls, d: Any) -> "ModelConfig":
+    """Builds from a nested mapping (a ConfigDict's ``to_dict()``); unknown keys are errors.
+
+    ``global_rope`` fields that are None inherit the ``rope`` value; all None means no
+    separate global encoding.
+    """
+    d = dict(d)
+    _check_keys("model", d, cls)
+    rope = dict(d.get("rope", {}))
+    _check_keys("model.rope", rope, RopeConfig)
+    d["rope"] = RopeConfig(**rope)
+    glob = {k: v for k, v in dict(d.get("global_rope") or {}).items() if v is not None}
+    _check_keys("model.global_rope", glob, RopeConfig)
+    d["global_rope"] = dataclasses.replace(d["rope"], **glob) if glob else None
+    return cls(**d)
+
+  def layer_rope(self, layer: int) -> RopeConfig:
+    """The positional encoding of layer ``layer``."""
+    if self.global_rope is not None and layer % self.global_every == self.global_every - 1:
+      return self.global_rope
+    return self.rope
+
+
+def _check_keys(where: str, d: dict[str, Any], cls: type) -> None:
+  allowed = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(d) - allowed)
+  if unknown:
+    raise ValueError(f"Unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}.")
+
+
+def _param(init: jax.Array, names: Sequence[str | None]) -> nnx.Param:
+  """A parameter annotated with logical axis names (resolved to a mesh by rope_jax.sharding)."""
+  return nnx.Param(init, sharding_names=tuple(names), eager_sharding=False)
+
+
+def _dtype(name: str) -> jnp.dtype:
+  return jnp.dtype(name)
+
+
+class RMSNorm(nnx.Module):
+  """``x · rsqrt(mean(x²) + ε) · (1 + scale)``, computed in float32; ``scale [D]`` starts at 0."""
+
+  def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype):
+    self.scale = _param(jnp.zeros((dim,), param_dtype), ("norm",))
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (normed * (1.0 + self.scale.value.astype(jnp.float32))).astype(x.dtype)
+
+
+class Embedder(nnx.Module):
+  """Token embedding ``[V, D]``, scaled by √D on the way in and tied on the way out."""
+
+  def __init__(self, vocab_size: int, embed_dim: int, *, rngs: nnx.Rngs,
+               param_dtype: jnp.dtype):
+    init = jax.random.normal(rngs.params(), (vocab_size, embed_dim), param_dtype)
+    self.table = _param(init * embed_dim**-0.5, ("vocab", "embed"))
+    self.embed_dim = embed_dim
+
+  def encode(self, tokens: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """``tokens [B, L]`` int -> ``[B, L, D]`` in ``dtype``, times √D."""
+    x = jnp.take(self.table.value, tokens, axis=0).astype(dtype)
+    return x * jnp.asarray(np.sqrt(self.embed_dim), dtype)
+
+  def decode(self, x: jax.Array) -> jax.Array:
+    """``x [B, L, D]`` -> float32 logits ``[B, L, V]`` against the same table."""
+    return jnp.einsum("bld,vd->blv", x, self.table.value.astype(x.dtype),
+                      preferred_element_type=jnp.float32)
+
+
+def attention_mask(segment_ids: jax.Array) -> jax.Array:
+  """Causal mask restricted to tokens of the same packed document.
+
+  Args:
+    segment_ids: ``[B, L]`` int; tokens with equal ids belong to one document (0 = padding,
+      which only sees padding so that every row keeps at least one valid entry).
+
+  Returns:
+    bool ``[B, 1, L, L]``: ``mask[b, 0, i, j]`` is True where query i may attend to key j.
+  """
+  length = segment_ids.shape[-1]
+  causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
+  same = segment_ids[:, :, None] == segment_ids[:, None, :]
+  return (causal[None] & same)[:, None]
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with GQA and a per-layer positional encoding."""
+
+  def __init__(self, cfg: ModelConfig, rope: RopeConfig, *, rngs: nnx.Rngs):
+    pdt = _dtype(cfg.param_dtype)
+    d, n, k, h = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                             in_axis=0, out_axis=(1, 2))
+    out_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                                 in_axis=(0, 1), out_axis=2)
+    self.q_proj = _param(init(rngs.params(), (d, n, h), pdt), ("embed", "q_heads", "head_dim"))
+    self.k_proj = _param(init(rngs.params(), (d, k, h), pdt), ("embed", "kv_heads", "head_dim"))
+    self.v_proj = _param(init(rngs.params(), (d, k, h), pdt), ("embed", "kv_heads", "head_dim"))
+    self.o_proj = _param(out_init(rngs.params(), (n, h, d), pdt), ("q_heads", "head_dim", "embed"))
+    self.rope = rope
+    self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
+    self.impl = cfg.attention_impl
+
+  def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+               return_intermediates: bool = False):
+    """``x [B, L, D]``, ``positions [B, L]``, ``segment_ids [B, L]`` -> ``[B, L, D]``."""
+    dt = x.dtype
+    q = jnp.einsum("bld,dnh->blnh", x, self.q_proj.value.astype(dt))
+    k = jnp.einsum("bld,dkh->blkh", x, self.k_proj.value.astype(dt))
+    v = jnp.einsum("bld,dkh->blkh", x, self.v_proj.value.astype(dt))
+    q_rot = self.rope.apply(q, positions)
+    k_rot = self.rope.apply(k, positions)
+    mask = attention_mask(segment_ids)
+    scale = self.head_dim**-0.5
+    probs = None
+    if self.impl == "dot_product" and not return_intermediates:
+      encoded = jax.nn.dot_product_attention(q_rot, k_rot, v, mask=mask, scale=scale)
+    else:
+      encoded, probs = self._xla_attention(q_rot * jnp.asarray(scale, dt), k_rot, v, mask)
+    out = jnp.einsum("blnh,nhd->bld", encoded, self.o_proj.value.astype(dt))
+    if not return_intermediates:
+      return out, None
+    return out, dict(q=q, k=k, q_rot=q_rot, k_rot=k_rot, v=v, attn=probs)
+
+  def _xla_attention(self, q, k, v, mask):
+    """Plain einsum attention; returns (``[B, L, N, H]``, float32 weights ``[B, N, L, L]``)."""
+    b, l, n, h = q.shape
+    groups = n // self.num_kv_heads
+    qg = q.reshape(b, l, self.num_kv_heads, groups, h)
+    logits = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32)
+    logits = logits.reshape(b, n, l, k.shape[1])
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    pg = probs.astype(v.dtype).reshape(b, self.num_kv_heads, groups, l, k.shape[1])
+    encoded = jnp.einsum("bkgts,bskh->btkgh", pg, v).reshape(b, l, n, h)
+    return encoded, probs
+
+
+class FeedForward(nnx.Module):
+  """GeGLU: ``down(gelu_tanh(x · W_gate) ⊙ (x · W_up))``."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    pdt = _dtype(cfg.param_dtype)
+    init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+    d, f = cfg.embed_dim, cfg.mlp_dim
+    self.gate = _param(init(rngs.params(), (d, f), pdt), ("embed", "mlp"))
+    self.up = _param(init(rngs.params(), (d, f), pdt), ("embed", "mlp"))
+    self.down = _param(init(rngs.params(), (f, d), pdt), ("mlp", "embed"))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dt = x.dtype
+    gate = jax.nn.gelu(x @ self.gate.value.astype(dt), approximate=True)
+    return (gate * (x @ self.up.value.astype(dt))) @ self.down.value.astype(dt)
+
+
+class Block(nnx.Module):
+  """Pre-norm attention and pre-norm GeGLU, each with a residual connection."""
+
+  def __init__(self, cfg: ModelConfig, layer: int, *, rngs: nnx.Rngs):
+    pdt = _dtype(cfg.param_dtype)
+    self.pre_attention_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pdt)
+    self.attn = Attention(cfg, cfg.layer_rope(layer), rngs=rngs)
+    self.pre_ffw_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pdt)
+    self.mlp = FeedForward(cfg, rngs=rngs)
+
+  def __call__(self, x, positions, segment_ids, return_intermediates=False):
+    attn_out, inter = self.attn(self.pre_attention_norm(x), positions, segment_ids,
+                                return_intermediates)
+    x = x + attn_out
+    x = x + self.mlp(self.pre_ffw_norm(x))
+    return x, inter
+
+
+class Transformer(nnx.Module):
+  """The decoder: tokens ``[B, L]`` -> float32 logits ``[B, L, V]``."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    pdt = _dtype(cfg.param_dtype)
+    self.embedder = Embedder(cfg.vocab_size, cfg.embed_dim, rngs=rngs, param_dtype=pdt)
+    self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.num_layers)])
+    self.final_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pdt)
+
+  def __call__(
+      self,
+      tokens: jax.Array,
+      positions: jax.Array | None = None,
+      segment_ids: jax.Array | None = None,
+      *,
+      return_intermediates: bool = False,
+  ):
+    """Runs the decoder.
+
+    Args:
+      tokens: ``[B, L]`` int token ids.
+      positions: ``[B, L]`` int positions (restart at 0 per packed document); default
+        ``arange(L)`` for every row.
+      segment_ids: ``[B, L]`` int document ids for packing (0 = padding); default all ones.
+      return_intermediates: also return, per layer, ``dict(q, k, q_rot, k_rot, v, attn)`` with
+        q ``[B, L, N, H]``, k/v ``[B, L, K, H]`` (q/k before and after rotation) and the
+        attention weights ``attn [B, N, L, L]`` (float32).
+
+    Returns:
+      float32 logits ``[B, L, V]``, or ``(logits, [per-layer dict, ...])``.
+    """
+    if tokens.ndim != 2:
+      raise ValueError(f"tokens must be [B, L], got shape {tokens.shape}.")
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    if segment_ids is None:
+      segment_ids = jnp.ones(tokens.shape, jnp.int32)
+    for name, arr in (("positions", positions), ("segment_ids", segment_ids)):
+      if arr.shape != tokens.shape:
+        raise ValueError(f"{name} must have the tokens' shape {tokens.shape}, got {arr.shape}.")
+    x = self.embedder.encode(tokens, _dtype(self.cfg.dtype))
+    intermediates = []
+    for block in self.blocks:
+      if self.cfg.remat and not return_intermediates:
+        x, inter = nnx.remat(lambda blk, x: blk(x, positions, segment_ids))(block, x)
+      else:
+        x, inter = block(x, positions, segment_ids, return_intermediates)
+      intermediates.append(inter)
+    logits = self.embedder.decode(self.final_norm(x))
+    return (logits, intermediates) if return_intermediates else logits
+
+
+def count_params(cfg: ModelConfig) -> dict[str, int]:
+  """Parameter counts from abstract shapes (``jax.eval_shape``: nothing is allocated)."""
+  abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  state = nnx.state(abstract, nnx.Param)
+  total = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(state))
+  embedding = int(np.prod(abstract.embedder.table.value.shape))
+  return {"total": total, "embedding": embedding, "non_embedding": total - embedding}

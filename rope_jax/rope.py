@@ -1,0 +1,240 @@
+"""Rotary positional encodings as pure functions: RoPE, p-RoPE and the paper's controls.
+
+Notation follows Barbero et al. (2025), "Round and Round We Go!" (SPEC.md §1):
+
+* Head dimension H (even). Query/key vectors are split into H/2 two-dimensional chunks
+  ("pairs"); pair i rotates by the angle ``position * g_i``.
+* The frequency ladder is ``g_i = θ^(-2i/H)`` for ``i = 0 .. H/2-1``, fastest first:
+  ``g_0 = 1`` rad/token and ``g_{H/2-1} ≈ 1/θ``.
+
+Variants (``variant=``, each with a fraction ``p`` in [0, 1]):
+
+* ``"p_rope"`` (the paper's §6.1): keep the highest ``int(p·H//2)`` frequencies of the ladder
+  unchanged and make the rest identity (frequency 0: cos = 1, sin = 0). Channels stay in place.
+  ``p = 1`` is RoPE, ``p = 0`` is NoPE.
+* ``"reversed"`` (Table 2 control): the same count of kept frequencies, but the *lowest* are kept
+  and the highest are made identity.
+* ``"partial"`` (GPT-NeoX ``rotary_pct``, HF ``partial_rotary_factor``): rotate only the first
+  ``R = 2·int(p·H//2)`` dims with a ladder re-spread over R, ``θ^(-2i/R)``; the rest pass
+  through. Unlike p-RoPE it keeps a ~1/θ slowest frequency.
+
+Pairing (``layout=``): ``"split_half"`` pairs ``(x[i], x[i + D/2])`` (Gemma, GPT-NeoX
+``rotate_half``); ``"interleaved"`` pairs ``(x[2i], x[2i+1])`` (RoFormer, original Llama).
+D is the rotated width (H, or R for ``"partial"``).
+
+Shapes: ``x`` is ``[..., L, N, H]`` and ``positions`` is ``[..., L]`` with the same leading dims
+(``[B, L, N, H]`` and ``[B, L]`` in a model; ``[L, N, H]`` and ``[L]`` under ``vmap``).
+Positions are integer token indices (any values: packed sequences restart at 0, decoding offsets).
+Angles are computed in float32 whatever the input dtype; the output has the input's dtype.
+
+All hyperparameters are static Python values and are validated eagerly, so a bad value raises a
+``ValueError`` at trace time, before anything is compiled.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Variant = Literal["p_rope", "reversed", "partial"]
+Layout = Literal["split_half", "interleaved"]
+
+VARIANTS: tuple[str, ...] = ("p_rope", "reversed", "partial")
+LAYOUTS: tuple[str, ...] = ("split_half", "interleaved")
+DEFAULT_THETA = 10_000.0
+
+
+def validate_rope_args(
+    head_dim: int,
+    *,
+    theta: float = DEFAULT_THETA,
+    fraction: float = 1.0,
+    variant: str = "p_rope",
+    layout: str = "split_half",
+    scale_factor: float = 1.0,
+) -> None:
+  """Raises ValueError naming the bad value and what is allowed."""
+  if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)):
+    raise ValueError(f"head_dim must be a positive even int, got {head_dim!r}.")
+  if head_dim <= 0 or head_dim % 2:
+    raise ValueError(f"head_dim must be a positive even int, got {head_dim}.")
+  if not np.isfinite(theta) or theta <= 0:
+    raise ValueError(f"theta (the base wavelength) must be a finite number > 0, got {theta!r}.")
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"fraction p must be in [0, 1], got {fraction!r}.")
+  if variant not in VARIANTS:
+    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+  if not np.isfinite(scale_factor) or scale_factor < 1.0:
+    raise ValueError(
+        f"scale_factor (linear position interpolation) must be >= 1, got {scale_factor!r}.")
+
+
+def frequency_ladder(head_dim: int, theta: float = DEFAULT_THETA) -> np.ndarray:
+  """Standard RoPE frequencies ``g_i = θ^(-2i/H)``, i = 0..H/2-1, fastest first.
+
+  Returns:
+    float64 numpy array ``[H/2]`` in radians per token.
+  """
+  validate_rope_args(head_dim, theta=theta)
+  return float(theta) ** (-2.0 * np.arange(head_dim // 2, dtype=np.float64) / head_dim)
+
+
+def num_rotated_pairs(head_dim: int, fraction: float) -> int:
+  """Number of rotating 2-D pairs kept by p-RoPE: ``int(p·H // 2)``, as in the paper's code."""
+  return int(fraction * head_dim // 2)
+
+
+def rotary_frequencies(
+    head_dim: int,
+    *,
+    theta: float = DEFAULT_THETA,
+    fraction: float = 1.0,
+    variant: str = "p_rope",
+) -> tuple[np.ndarray, int]:
+  """Per-pair angular frequencies of a variant, and the rotated width.
+
+  Args:
+    head_dim: H, the per-head dimension (even).
+    theta: base wavelength θ (10,000 for Gemma).
+    fraction: p in [0, 1].
+    variant: ``"p_rope"``, ``"reversed"`` or ``"partial"``.
+
+  Returns:
+    ``(freqs, rotary_dim)``: ``freqs`` is a float64 array ``[rotary_dim/2]`` in rad/token with
+    0 for identity pairs; dims ``[rotary_dim, H)`` are never touched. ``rotary_dim`` is H for
+    ``p_rope``/``reversed`` and ``R = 2·int(p·H//2)`` for ``partial``.
+  """
+  validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant)
+  kept = num_rotated_pairs(head_dim, fraction)
+  if variant == "partial":
+    rotary_dim = 2 * kept
+    if rotary_dim == 0:
+      return np.zeros((0,), np.float64), 0
+    return frequency_ladder(rotary_dim, theta), rotary_dim
+  freqs = frequency_ladder(head_dim, theta)
+  removed = head_dim // 2 - kept
+  if variant == "p_rope":
+    freqs[kept:] = 0.0  # The slowest (1-p) fraction becomes identity.
+  else:  # "reversed"
+    freqs[:removed] = 0.0  # The fastest (1-p) fraction becomes identity.
+  return freqs, head_dim
+
+
+def rope_angles(positions: jax.Array, freqs: np.ndarray, scale_factor: float = 1.0) -> jax.Array:
+  """Rotation angles in float32: ``positions[..., None] * freqs / scale_factor``.
+
+  Args:
+    positions: integer or float ``[..., L]``.
+    freqs: ``[F]`` rad/token (static numpy).
+    scale_factor: linear position-interpolation factor (>= 1).
+
+  Returns:
+    float32 ``[..., L, F]`` in radians.
+  """
+  f = jnp.asarray(np.asarray(freqs, np.float64) / scale_factor, jnp.float32)
+  return positions.astype(jnp.float32)[..., None] * f
+
+
+def to_pairs(x: jax.Array, layout: str = "split_half") -> jax.Array:
+  """Views the last axis ``[..., D]`` as its 2-D rotation pairs ``[..., D/2, 2]``.
+
+  Pair i is ``(x[i], x[i + D/2])`` for ``"split_half"`` and ``(x[2i], x[2i+1])`` for
+  ``"interleaved"``: the chunks ``q^{(i)}`` of the paper, fastest frequency first.
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+  half = x.shape[-1] // 2
+  if layout == "split_half":
+    return jnp.swapaxes(x.reshape(*x.shape[:-1], 2, half), -1, -2)
+  return x.reshape(*x.shape[:-1], half, 2)
+
+
+def chunk_frequencies(
+    head_dim: int,
+    *,
+    theta: float = DEFAULT_THETA,
+    fraction: float = 1.0,
+    variant: str = "p_rope",
+) -> np.ndarray:
+  """Frequency of every 2-D chunk of a head, ``[H/2]`` rad/token, 0 for identity chunks.
+
+  Chunks are ordered as ``to_pairs(x[..., :R])`` followed by ``to_pairs(x[..., R:])`` where R is
+  the rotated width; for ``p_rope``/``reversed`` (R = H) that is exactly ``to_pairs(x)``.
+  """
+  freqs, rotary_dim = rotary_frequencies(head_dim, theta=theta, fraction=fraction, variant=variant)
+  return np.concatenate([freqs, np.zeros(((head_dim - rotary_dim) // 2,), np.float64)])
+
+
+def rotate(x: jax.Array, cos: jax.Array, sin: jax.Array, layout: str = "split_half") -> jax.Array:
+  """Rotates each 2-D pair of the last axis of ``x`` by the angle whose cos/sin are given.
+
+  Args:
+    x: ``[..., D]`` with D even, any float dtype.
+    cos, sin: broadcastable to ``[..., D/2]`` (float32); pair i uses ``cos[..., i]``.
+    layout: ``"split_half"`` (pair i is ``(x[i], x[i+D/2])``) or ``"interleaved"``
+      (pair i is ``(x[2i], x[2i+1])``).
+
+  Returns:
+    float32 ``[..., D]``: ``(a, b) -> (a·cos - b·sin, b·cos + a·sin)`` per pair.
+  """
+  half = x.shape[-1] // 2
+  # View [..., D] as pairs: [..., 2, D/2] (split-half) or [..., D/2, 2] (interleaved).
+  pair_shape, member_axis = ((2, half), -2) if layout == "split_half" else ((half, 2), -1)
+  xp = x.astype(jnp.float32).reshape(*x.shape[:-1], *pair_shape)
+  a = jnp.take(xp, 0, axis=member_axis)
+  b = jnp.take(xp, 1, axis=member_axis)
+  out = jnp.stack([a * cos - b * sin, b * cos + a * sin], axis=member_axis)
+  return out.reshape(x.shape)
+
+
+def apply_rope(
+    x: jax.Array,
+    positions: jax.Array,
+    *,
+    theta: float = DEFAULT_THETA,
+    fraction: float = 1.0,
+    variant: str = "p_rope",
+    layout: str = "split_half",
+    scale_factor: float = 1.0,
+) -> jax.Array:
+  """Applies RoPE / p-RoPE / reversed / partial rotary to queries or keys.
+
+  Args:
+    x: ``[..., L, N, H]`` queries or keys (``[B, L, N, H]`` in the model).
+    positions: ``[..., L]`` integer token positions, same leading dims as ``x``.
+    theta: base wavelength θ > 0.
+    fraction: p in [0, 1]; see the module docstring for what each variant keeps.
+    variant: ``"p_rope"`` (default; p = 1 is RoPE, p = 0 is NoPE), ``"reversed"``, ``"partial"``.
+    layout: ``"split_half"`` (Gemma) or ``"interleaved"`` (RoFormer).
+    scale_factor: linear position interpolation, positions are divided by it (>= 1).
+
+  Returns:
+    ``[..., L, N, H]`` in ``x.dtype``.
+  """
+  if x.ndim < 3:
+    raise ValueError(f"x must be [..., L, N, H] (at least 3 dims), got shape {x.shape}.")
+  head_dim = x.shape[-1]
+  validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant, layout=layout,
+                     scale_factor=scale_factor)
+  if positions.shape != x.shape[:-2]:
+    raise ValueError(
+        f"positions must have shape {x.shape[:-2]} (x's leading [..., L] dims for x of shape "
+        f"{x.shape} = [..., L, N, H]), got {positions.shape}.")
+  freqs, rotary_dim = rotary_frequencies(head_dim, theta=theta, fraction=fraction, variant=variant)
+  if not np.any(freqs):  # NoPE in every form: nothing rotates, return the input bit for bit.
+    return x
+  if variant == "p_rope" or variant == "reversed":
+    # Only the rotating pairs need sin/cos; identity pairs get the exact table values (1, 0).
+    # Identity pairs have frequency 0, so their angle is exactly 0: cos = 1, sin = 0, and
+    # a·1 - b·0 == a bit for bit.
+    angles = rope_angles(positions, freqs, scale_factor)[..., None, :]  # [..., L, 1, H/2]
+    return rotate(x, jnp.cos(angles), jnp.sin(angles), layout).astype(x.dtype)
+  # "partial": rotate the first rotary_dim dims with their own ladder, pass the rest through.
+  angles = rope_angles(positions, freqs, scale_factor)[..., None, :]  # [..., L, 1, R/2]
+  rotated = rotate(x[..., :rotary_dim], jnp.cos(angles), jnp.sin(angles), layout)
+  return jnp.concatenate([rotated.astype(x.dtype), x[..., rotary_dim:]], axis=-1)
