@@ -1,6 +1,8 @@
 """Gemma 7B (Gemma 1): 28 layers, d_model 3072, 16 heads (MHA), head_dim 256 (SPEC.md §3).
 
-8,538,074,112 parameters (786,825,216 embedding). The model the paper analyses (§2b-2d).
+8,538,074,112 parameters (786,825,216 embedding). The model the paper analyses (§2b-2d). Training
+defaults follow the paper's from-scratch schedule (SPEC.md §2g: batch 512, 8,192-token context,
+10,000 steps, Wikipedia), as for ``configs/gemma_2b.py``.
 """
 
 from rope_jax import config_lib
@@ -17,4 +19,16 @@ def get_config(arg=None):
       head_dim=256,
       mlp_dim=24_576,
   )
+  # The paper's schedule (SPEC.md §2g); learning_rate / warmup_steps are our choice (the paper
+  # does not state them).
+  config.train.update(
+      global_batch_size=512,
+      seq_len=8192,
+      num_steps=10_000,
+      learning_rate=3e-4,
+      warmup_steps=1000,
+  )
+  config.eval.every_steps = 1000
+  config.checkpoint.save_every_steps = 500
+  config.data.task = "wiki"
   return config_lib.apply_arg(config, arg)

@@ -13,6 +13,8 @@ Config arguments (all optional, comma-separated ``key=value``):
 * ``theta``: base wavelength θ.
 * ``layout``: ``split_half`` or ``interleaved``.
 * ``scale``: linear position-interpolation factor (>= 1).
+* ``data``: the data task (``config.data.task``), one of ``rope_jax.data.config.TASKS``:
+  ``offline``, ``wiki``, ``flan_v2``, ``probe_copy``, ``probe_reverse``, ``probe_recall``.
 
 Then any field can be overridden from the command line (``--config.model.rope.fraction=0.25``);
 the returned config is locked, so an unknown key there is an error. :func:`validate` converts
@@ -21,6 +23,8 @@ every section into its typed form and fails on unknown or unused keys before any
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any, Callable
 
 import ml_collections
@@ -38,13 +42,39 @@ PE_PRESETS: dict[str, tuple[str, float | None]] = {
     "partial": ("partial", None),
 }
 DEFAULT_P = 0.75
-ARG_KEYS = ("pe", "p", "theta", "layout", "scale")
+ARG_KEYS = ("pe", "p", "theta", "layout", "scale", "data")
 
 # Validators of the top-level sections other modules own: section -> callable(ConfigDict).
 # Each raises ValueError on a bad or unknown key. Registered by the owning module at import.
 SECTION_VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "model": lambda c: model_lib.ModelConfig.from_dict(to_dict(c)),
+    # Training sections (typed dataclasses in rope_jax.train_lib / rope_jax.sharding; imported
+    # lazily so that loading a config stays light).
+    "train": lambda c: _train_lib().TrainConfig.from_dict(to_dict(c)),
+    "eval": lambda c: _train_lib().EvalConfig.from_dict(to_dict(c)),
+    "checkpoint": lambda c: _train_lib().CheckpointConfig.from_dict(to_dict(c)),
+    "mesh": lambda c: _sharding_lib().MeshConfig.from_dict(to_dict(c)),
+    "data": lambda c: _validate_data(c),
 }
+
+
+def _train_lib():
+  from rope_jax import train_lib  # pylint: disable=g-import-not-at-top
+  return train_lib
+
+
+def _sharding_lib():
+  from rope_jax import sharding  # pylint: disable=g-import-not-at-top
+  return sharding
+
+
+def _validate_data(section: Any) -> Any:
+  """The data section's own validator (``rope_jax.data.config.validate``) where it exists."""
+  from rope_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
+  validate_fn = getattr(data_config, "validate", None)
+  # TODO(data): rope_jax.data.config should provide validate(section) -> typed config; until
+  # then the section is passed through as a dict.
+  return validate_fn(section) if validate_fn is not None else to_dict(section)
 
 
 def rope_config_dict(**overrides: Any) -> ml_collections.ConfigDict:
@@ -77,8 +107,50 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="float32",
       param_dtype="float32",
       attention_impl="xla",
-      remat=False,
+      remat="none",
   ))
+  # Training (rope_jax.train_lib): optimizer, schedule, batch, loss, logging.
+  config.train = ml_collections.ConfigDict(dict(
+      seed=0,
+      data_source="data",  # "data" (rope_jax.data, the `data` section) or "synthetic".
+      global_batch_size=8,
+      seq_len=128,
+      num_steps=300,
+      learning_rate=1e-3,
+      warmup_steps=20,
+      end_learning_rate_fraction=0.1,
+      weight_decay=0.01,
+      adam_b1=0.9,
+      adam_b2=0.95,
+      adam_eps=1e-8,
+      grad_clip_norm=1.0,
+      z_loss=0.0,
+      log_every_steps=10,
+      peak_tflops_per_device=placeholder(float),  # None: accelerator table / measured on CPU.
+  ))
+  # Validation loss at multiples of the training length (length generalisation).
+  config.eval = ml_collections.ConfigDict(dict(
+      every_steps=100,
+      num_batches=2,
+      global_batch_size=placeholder(int),  # None: train.global_batch_size.
+      length_multipliers=(1, 2, 4),
+  ))
+  config.checkpoint = ml_collections.ConfigDict(dict(
+      enabled=True,
+      save_every_steps=1000,
+      max_to_keep=3,
+      async_save=True,
+  ))
+  # Device mesh (rope_jax.sharding): ICI sizes per axis (one may be -1 = the rest), DCN sizes
+  # (slices) per axis, and the logical-axis rules that map parameter / activation names onto it.
+  from rope_jax import sharding  # pylint: disable=g-import-not-at-top
+  config.mesh = ml_collections.ConfigDict(dict(
+      data=-1, fsdp=1, tensor=1,
+      dcn_data=1, dcn_fsdp=1, dcn_tensor=1,
+      logical_axis_rules=sharding.DEFAULT_RULES,
+  ))
+  from rope_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
+  config.data = data_config.default_config()
   return config
 
 
@@ -106,7 +178,8 @@ def _number(key: str, value: str) -> float:
 
 
 def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-  """Applies a config argument string to ``config.model.rope`` and locks the config."""
+  """Applies a config argument string to ``config.model.rope`` (and ``data=`` to
+  ``config.data.task``) and locks the config."""
   args = parse_arg(arg)
   rope = config.model.rope
   if "pe" in args:
@@ -125,6 +198,10 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     rope.layout = args["layout"]
   if "scale" in args:
     rope.scale_factor = _number("scale", args["scale"])
+  if "data" in args:
+    from rope_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
+    data_config.check_task(args["data"])
+    config.data.task = args["data"]
   config.lock()
   return config
 
@@ -149,3 +226,21 @@ def validate(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def model_config(config: ml_collections.ConfigDict) -> model_lib.ModelConfig:
   """The validated ``ModelConfig`` of an experiment config."""
   return model_lib.ModelConfig.from_dict(to_dict(config.model))
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads ``"path/to/config.py[:arg]"`` as ``config_flags`` does (for notebooks and tests).
+
+  A relative path is resolved against the working directory, then against the repo root.
+  """
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    repo_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    if not os.path.exists(repo_path):
+      raise FileNotFoundError(f"Config file {path!r} not found (looked in {os.getcwd()} and the "
+                              "repo root).")
+    path = repo_path
+  module_spec = importlib.util.spec_from_file_location("rope_jax_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)

@@ -27,9 +27,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rope_jax import attention as attention_lib
 from rope_jax import rope as rope_lib
+from rope_jax import sharding as sharding_lib
 
-ATTENTION_IMPLS = ("xla", "dot_product")
+ATTENTION_IMPLS = ("xla", "dot_product", "splash")
+# Rematerialisation of each block in the backward pass: name -> jax.checkpoint policy ("full"
+# saves nothing, "dots" saves matmul outputs, "dots_no_batch" saves those without batch dims).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+# Logical axis names of the residual stream [B, L, D] (rope_jax.sharding.constrain).
+ACT_BLD = ("activation_batch", "activation_length", "activation_embed")
 DTYPES = ("float32", "bfloat16")
 
 
@@ -52,6 +64,15 @@ class RopeConfig:
     """Rotates ``x [B, L, N, H]`` at ``positions [B, L]``."""
     return rope_lib.apply_rope(x, positions, **dataclasses.asdict(self))
 
+  def tables(self, positions: jax.Array, head_dim: int):
+    """cos/sin tables ``[B, L, 1, R/2]`` at ``positions [B, L]`` (None for NoPE)."""
+    return rope_lib.rope_tables(positions, head_dim, theta=self.theta, fraction=self.fraction,
+                                variant=self.variant, scale_factor=self.scale_factor)
+
+  def apply_tables(self, x: jax.Array, tables) -> jax.Array:
+    """Rotates ``x [B, L, N, H]`` with tables from :meth:`tables`."""
+    return rope_lib.apply_rope_tables(x, tables, layout=self.layout)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -73,9 +94,11 @@ class ModelConfig:
     norm_eps: ε of RMSNorm.
     dtype: activation/compute dtype ("float32" or "bfloat16"); params stay ``param_dtype``.
     param_dtype: storage dtype of the parameters.
-    attention_impl: "xla" (materialised weights; analysis needs it) or "dot_product"
-      (``jax.nn.dot_product_attention``: cuDNN flash attention on GPU).
-    remat: rematerialise each block in the backward pass (trades FLOPs for activation memory).
+    attention_impl: "xla" (materialised weights; analysis needs it), "dot_product"
+      (``jax.nn.dot_product_attention``: cuDNN flash attention on GPU) or "splash" (the Pallas
+      splash-attention kernel, TPU; ``rope_jax.attention``).
+    remat: rematerialisation policy of each block in the backward pass, one of
+      ``REMAT_POLICIES`` (trades FLOPs for activation memory); True/False mean "full"/"none".
   """
 
   vocab_size: int
@@ -92,7 +115,7 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   attention_impl: str = "xla"
-  remat: bool = False
+  remat: str = "none"
 
   def __post_init__(self):
     for name in ("vocab_size", "num_layers", "embed_dim", "num_heads", "num_kv_heads",
@@ -118,6 +141,11 @@ class ModelConfig:
     if self.dtype not in DTYPES or self.param_dtype not in DTYPES:
       raise ValueError(f"model.dtype/param_dtype must be in {DTYPES}, got "
                        f"{self.dtype!r}/{self.param_dtype!r}.")
+    if isinstance(self.remat, bool):  # Older configs: remat=True/False.
+      object.__setattr__(self, "remat", "full" if self.remat else "none")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(
+          f"model.remat must be one of {tuple(REMAT_POLICIES)}, got {self.remat!r}.")
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(
           f"model.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}.")
@@ -172,7 +200,7 @@ class RMSNorm(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-    return (normed * (1.0 + self.scale.value.astype(jnp.float32))).astype(x.dtype)
+    return (normed * (1.0 + self.scale[...].astype(jnp.float32))).astype(x.dtype)
 
 
 class Embedder(nnx.Module):
@@ -186,29 +214,61 @@ class Embedder(nnx.Module):
 
   def encode(self, tokens: jax.Array, dtype: jnp.dtype) -> jax.Array:
     """``tokens [B, L]`` int -> ``[B, L, D]`` in ``dtype``, times √D."""
-    x = jnp.take(self.table.value, tokens, axis=0).astype(dtype)
+    x = jnp.take(self.table[...], tokens, axis=0).astype(dtype)
     return x * jnp.asarray(np.sqrt(self.embed_dim), dtype)
 
   def decode(self, x: jax.Array) -> jax.Array:
     """``x [B, L, D]`` -> float32 logits ``[B, L, V]`` against the same table."""
-    return jnp.einsum("bld,vd->blv", x, self.table.value.astype(x.dtype),
+    return jnp.einsum("bld,vd->blv", x, self.table[...].astype(x.dtype),
                       preferred_element_type=jnp.float32)
 
 
-def attention_mask(segment_ids: jax.Array) -> jax.Array:
+def attention_mask(segment_ids: jax.Array, kv_segment_ids: jax.Array | None = None, *,
+                   q_offset: jax.Array | int = 0) -> jax.Array:
   """Causal mask restricted to tokens of the same packed document.
 
   Args:
     segment_ids: ``[B, L]`` int; tokens with equal ids belong to one document (0 = padding,
       which only sees padding so that every row keeps at least one valid entry).
+    kv_segment_ids: ``[B, S]`` segment ids of the keys; default ``segment_ids`` (S = L).
+    q_offset: key slot of the first query (query i sits at slot ``q_offset + i``); a KV
+      cache's write index when decoding, 0 for self-attention.
 
   Returns:
-    bool ``[B, 1, L, L]``: ``mask[b, 0, i, j]`` is True where query i may attend to key j.
+    bool ``[B, 1, L, S]``: ``mask[b, 0, i, j]`` is True where query i may attend to key j.
   """
-  length = segment_ids.shape[-1]
-  causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
-  same = segment_ids[:, :, None] == segment_ids[:, None, :]
+  if kv_segment_ids is None:
+    kv_segment_ids = segment_ids
+  q_slots = q_offset + jnp.arange(segment_ids.shape[-1])
+  causal = jnp.arange(kv_segment_ids.shape[-1])[None, :] <= q_slots[:, None]
+  same = segment_ids[:, :, None] == kv_segment_ids[:, None, :]
   return (causal[None] & same)[:, None]
+
+
+def init_cache(cfg: ModelConfig, batch_size: int, max_length: int) -> list[dict[str, jax.Array]]:
+  """An empty KV cache for ``Transformer.__call__(..., cache=...)``, one dict per layer.
+
+  Each layer's dict holds ``k``, ``v`` ``[B, S, K, H]`` in ``cfg.dtype`` (keys are stored
+  rotated, at their own positions), ``segment_ids [B, S]`` int32 (0 = empty or padding) and
+  ``index`` (int32 scalar: the slot the next token is written to). S = ``max_length``.
+  """
+  shape = (batch_size, max_length, cfg.num_kv_heads, cfg.head_dim)
+  dt = _dtype(cfg.dtype)
+  return [dict(k=jnp.zeros(shape, dt), v=jnp.zeros(shape, dt),
+               segment_ids=jnp.zeros(shape[:2], jnp.int32), index=jnp.zeros((), jnp.int32))
+          for _ in range(cfg.num_layers)]
+
+
+def update_cache(cache: dict[str, jax.Array], k_rot: jax.Array, v: jax.Array,
+                 segment_ids: jax.Array) -> dict[str, jax.Array]:
+  """Writes ``L`` new rotated keys / values ``[B, L, K, H]`` at slots ``index .. index+L-1``."""
+  index = cache["index"]
+  return dict(
+      k=jax.lax.dynamic_update_slice(cache["k"], k_rot.astype(cache["k"].dtype), (0, index, 0, 0)),
+      v=jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, index, 0, 0)),
+      segment_ids=jax.lax.dynamic_update_slice(
+          cache["segment_ids"], segment_ids.astype(jnp.int32), (0, index)),
+      index=index + k_rot.shape[1])
 
 
 class Attention(nnx.Module):
@@ -230,22 +290,42 @@ class Attention(nnx.Module):
     self.impl = cfg.attention_impl
 
   def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-               return_intermediates: bool = False):
-    """``x [B, L, D]``, ``positions [B, L]``, ``segment_ids [B, L]`` -> ``[B, L, D]``."""
+               return_intermediates: bool = False, *,
+               cache: dict[str, jax.Array] | None = None):
+    """``x [B, L, D]``, ``positions [B, L]``, ``segment_ids [B, L]`` -> ``[B, L, D]``.
+
+    Returns ``(out, intermediates or None)``; with a layer ``cache`` (see :func:`init_cache`)
+    the new keys/values are written at the cache's index, the queries attend to every cached
+    slot of their segment up to their own, and the second result is the updated cache.
+    """
     dt = x.dtype
-    q = jnp.einsum("bld,dnh->blnh", x, self.q_proj.value.astype(dt))
-    k = jnp.einsum("bld,dkh->blkh", x, self.k_proj.value.astype(dt))
-    v = jnp.einsum("bld,dkh->blkh", x, self.v_proj.value.astype(dt))
-    q_rot = self.rope.apply(q, positions)
-    k_rot = self.rope.apply(k, positions)
-    mask = attention_mask(segment_ids)
+    q = jnp.einsum("bld,dnh->blnh", x, self.q_proj[...].astype(dt))
+    k = jnp.einsum("bld,dkh->blkh", x, self.k_proj[...].astype(dt))
+    v = jnp.einsum("bld,dkh->blkh", x, self.v_proj[...].astype(dt))
+    tables = self.rope.tables(positions, self.head_dim)  # One cos/sin table for q and k.
+    q_rot = self.rope.apply_tables(q, tables)
+    k_rot = self.rope.apply_tables(k, tables)
+    keys, values = k_rot, v
+    if cache is None:
+      mask = attention_mask(segment_ids)
+    else:
+      if return_intermediates:
+        raise ValueError("return_intermediates is not supported together with a KV cache.")
+      new_cache = update_cache(cache, k_rot, v, segment_ids)
+      keys, values = new_cache["k"].astype(dt), new_cache["v"].astype(dt)
+      mask = attention_mask(segment_ids, new_cache["segment_ids"], q_offset=cache["index"])
     scale = self.head_dim**-0.5
     probs = None
-    if self.impl == "dot_product" and not return_intermediates:
-      encoded = jax.nn.dot_product_attention(q_rot, k_rot, v, mask=mask, scale=scale)
+    if self.impl == "splash" and not return_intermediates and cache is None:
+      encoded = attention_lib.splash_attention(q_rot * jnp.asarray(scale, dt), k_rot, v,
+                                               segment_ids)
+    elif self.impl in ("dot_product", "splash") and not return_intermediates:
+      encoded = jax.nn.dot_product_attention(q_rot, keys, values, mask=mask, scale=scale)
     else:
-      encoded, probs = self._xla_attention(q_rot * jnp.asarray(scale, dt), k_rot, v, mask)
-    out = jnp.einsum("blnh,nhd->bld", encoded, self.o_proj.value.astype(dt))
+      encoded, probs = self._xla_attention(q_rot * jnp.asarray(scale, dt), keys, values, mask)
+    out = jnp.einsum("blnh,nhd->bld", encoded, self.o_proj[...].astype(dt))
+    if cache is not None:
+      return out, new_cache
     if not return_intermediates:
       return out, None
     return out, dict(q=q, k=k, q_rot=q_rot, k_rot=k_rot, v=v, attn=probs)
@@ -277,8 +357,10 @@ class FeedForward(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dt = x.dtype
-    gate = jax.nn.gelu(x @ self.gate.value.astype(dt), approximate=True)
-    return (gate * (x @ self.up.value.astype(dt))) @ self.down.value.astype(dt)
+    gate = jax.nn.gelu(x @ self.gate[...].astype(dt), approximate=True)
+    hidden = sharding_lib.constrain(gate * (x @ self.up[...].astype(dt)),
+                                    ("activation_batch", "activation_length", "activation_mlp"))
+    return hidden @ self.down[...].astype(dt)
 
 
 class Block(nnx.Module):
@@ -291,9 +373,9 @@ class Block(nnx.Module):
     self.pre_ffw_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pdt)
     self.mlp = FeedForward(cfg, rngs=rngs)
 
-  def __call__(self, x, positions, segment_ids, return_intermediates=False):
+  def __call__(self, x, positions, segment_ids, return_intermediates=False, *, cache=None):
     attn_out, inter = self.attn(self.pre_attention_norm(x), positions, segment_ids,
-                                return_intermediates)
+                                return_intermediates, cache=cache)
     x = x + attn_out
     x = x + self.mlp(self.pre_ffw_norm(x))
     return x, inter
@@ -316,6 +398,7 @@ class Transformer(nnx.Module):
       segment_ids: jax.Array | None = None,
       *,
       return_intermediates: bool = False,
+      cache: list[dict[str, jax.Array]] | None = None,
   ):
     """Runs the decoder.
 
@@ -327,12 +410,18 @@ class Transformer(nnx.Module):
       return_intermediates: also return, per layer, ``dict(q, k, q_rot, k_rot, v, attn)`` with
         q ``[B, L, N, H]``, k/v ``[B, L, K, H]`` (q/k before and after rotation) and the
         attention weights ``attn [B, N, L, L]`` (float32).
+      cache: per-layer KV caches (:func:`init_cache`) for incremental decoding: the tokens are
+        written at the cache's index and attend to the cached slots of their segment
+        (``positions`` must then be given explicitly).
 
     Returns:
-      float32 logits ``[B, L, V]``, or ``(logits, [per-layer dict, ...])``.
+      float32 logits ``[B, L, V]``, or ``(logits, [per-layer dict, ...])``, or with a cache
+      ``(logits, updated cache)``.
     """
     if tokens.ndim != 2:
       raise ValueError(f"tokens must be [B, L], got shape {tokens.shape}.")
+    if cache is not None and positions is None:
+      raise ValueError("positions must be given explicitly when decoding with a KV cache.")
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
     if segment_ids is None:
@@ -340,15 +429,22 @@ class Transformer(nnx.Module):
     for name, arr in (("positions", positions), ("segment_ids", segment_ids)):
       if arr.shape != tokens.shape:
         raise ValueError(f"{name} must have the tokens' shape {tokens.shape}, got {arr.shape}.")
-    x = self.embedder.encode(tokens, _dtype(self.cfg.dtype))
+    x = sharding_lib.constrain(self.embedder.encode(tokens, _dtype(self.cfg.dtype)), ACT_BLD)
     intermediates = []
-    for block in self.blocks:
-      if self.cfg.remat and not return_intermediates:
-        x, inter = nnx.remat(lambda blk, x: blk(x, positions, segment_ids))(block, x)
+    for i, block in enumerate(self.blocks):
+      if cache is not None:
+        x, inter = block(x, positions, segment_ids, cache=cache[i])
+      elif self.cfg.remat != "none" and not return_intermediates:
+        x, inter = nnx.remat(lambda blk, x: blk(x, positions, segment_ids),
+                             policy=REMAT_POLICIES[self.cfg.remat])(block, x)
       else:
         x, inter = block(x, positions, segment_ids, return_intermediates)
       intermediates.append(inter)
-    logits = self.embedder.decode(self.final_norm(x))
+      x = sharding_lib.constrain(x, ACT_BLD)
+    logits = sharding_lib.constrain(self.embedder.decode(self.final_norm(x)),
+                                    ("activation_batch", "activation_length", "activation_vocab"))
+    if cache is not None:
+      return logits, intermediates  # The updated per-layer caches.
     return (logits, intermediates) if return_intermediates else logits
 
 
@@ -357,5 +453,5 @@ def count_params(cfg: ModelConfig) -> dict[str, int]:
   abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
   state = nnx.state(abstract, nnx.Param)
   total = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(state))
-  embedding = int(np.prod(abstract.embedder.table.value.shape))
+  embedding = int(np.prod(abstract.embedder.table.shape))
   return {"total": total, "embedding": embedding, "non_embedding": total - embedding}

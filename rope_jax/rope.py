@@ -192,6 +192,80 @@ def rotate(x: jax.Array, cos: jax.Array, sin: jax.Array, layout: str = "split_ha
   return out.reshape(x.shape)
 
 
+def _materialize(table: jax.Array) -> jax.Array:
+  """Makes XLA compute ``table`` once instead of inside every consumer element.
+
+  XLA:CPU fuses the sin/cos producers into the rotation loop, recomputing them for every one
+  of the N heads and both pair members (16x for Gemma's [B, L, 8, 256]), and it expands
+  ``optimization_barrier`` away before fusion. A reduction is never fused into an elementwise
+  consumer, so an exact no-op max against a constant below the range of cos/sin (-2) pins the
+  table in memory. Tables are [..., L, 1, F]: N·2 times smaller than the tensor they rotate.
+  """
+  return jnp.max(jnp.stack([table, jnp.full_like(table, -2.0)]), axis=0)
+
+
+def rope_tables(
+    positions: jax.Array,
+    head_dim: int,
+    *,
+    theta: float = DEFAULT_THETA,
+    fraction: float = 1.0,
+    variant: str = "p_rope",
+    scale_factor: float = 1.0,
+) -> tuple[jax.Array, jax.Array] | None:
+  """cos/sin tables of a variant at ``positions``, shared by queries and keys.
+
+  Only the rotating frequencies are evaluated; identity pairs get exactly cos = 1, sin = 0, so
+  p-RoPE costs less than RoPE here, never more.
+
+  Args:
+    positions: ``[..., L]`` integer token positions.
+    head_dim: H.
+    theta, fraction, variant, scale_factor: as in :func:`apply_rope`.
+
+  Returns:
+    ``(cos, sin)``, each float32 ``[..., L, 1, R/2]`` (R the rotated width; the 1 broadcasts
+    over heads), or None when nothing rotates (NoPE).
+  """
+  validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant,
+                     scale_factor=scale_factor)
+  freqs, _ = rotary_frequencies(head_dim, theta=theta, fraction=fraction, variant=variant)
+  nonzero = np.flatnonzero(freqs)
+  if nonzero.size == 0:
+    return None
+  lo, hi = int(nonzero[0]), int(nonzero[-1]) + 1  # Rotating pairs are one contiguous run.
+  angles = rope_angles(positions, freqs[lo:hi], scale_factor)  # [..., L, F']
+  cos_sin = _materialize(jnp.stack([jnp.cos(angles), jnp.sin(angles)]))  # [2, ..., L, F']
+  # Identity pairs: cos = 1, sin = 0 exactly (pad with 0, then add 1 to the cos padding).
+  pad = [(0, 0)] * (cos_sin.ndim - 1) + [(lo, freqs.size - hi)]
+  cos_sin = jnp.pad(cos_sin, pad)
+  cos_one = np.zeros((2, freqs.size), np.float32)
+  cos_one[0, :lo], cos_one[0, hi:] = 1.0, 1.0
+  cos_sin = cos_sin + cos_one.reshape((2,) + (1,) * (cos_sin.ndim - 2) + (freqs.size,))
+  return cos_sin[0][..., None, :], cos_sin[1][..., None, :]
+
+
+def apply_rope_tables(
+    x: jax.Array,
+    tables: tuple[jax.Array, jax.Array] | None,
+    *,
+    layout: str = "split_half",
+) -> jax.Array:
+  """Rotates ``x [..., L, N, H]`` with tables from :func:`rope_tables` (one fused pass).
+
+  The first ``R = 2·cos.shape[-1]`` dims are rotated with ``layout`` pairing; the rest pass
+  through. Returns ``x.dtype``.
+  """
+  if tables is None:
+    return x
+  cos, sin = tables
+  rotary_dim = 2 * cos.shape[-1]
+  if rotary_dim == x.shape[-1]:
+    return rotate(x, cos, sin, layout).astype(x.dtype)
+  rotated = rotate(x[..., :rotary_dim], cos, sin, layout).astype(x.dtype)
+  return jnp.concatenate([rotated, x[..., rotary_dim:]], axis=-1)
+
+
 def apply_rope(
     x: jax.Array,
     positions: jax.Array,
@@ -214,7 +288,7 @@ def apply_rope(
     scale_factor: linear position interpolation, positions are divided by it (>= 1).
 
   Returns:
-    ``[..., L, N, H]`` in ``x.dtype``.
+    ``[..., L, N, H]`` in ``x.dtype``. Identity pairs (and NoPE entirely) are bit-exact copies.
   """
   if x.ndim < 3:
     raise ValueError(f"x must be [..., L, N, H] (at least 3 dims), got shape {x.shape}.")
@@ -225,16 +299,6 @@ def apply_rope(
     raise ValueError(
         f"positions must have shape {x.shape[:-2]} (x's leading [..., L] dims for x of shape "
         f"{x.shape} = [..., L, N, H]), got {positions.shape}.")
-  freqs, rotary_dim = rotary_frequencies(head_dim, theta=theta, fraction=fraction, variant=variant)
-  if not np.any(freqs):  # NoPE in every form: nothing rotates, return the input bit for bit.
-    return x
-  if variant == "p_rope" or variant == "reversed":
-    # Only the rotating pairs need sin/cos; identity pairs get the exact table values (1, 0).
-    # Identity pairs have frequency 0, so their angle is exactly 0: cos = 1, sin = 0, and
-    # a·1 - b·0 == a bit for bit.
-    angles = rope_angles(positions, freqs, scale_factor)[..., None, :]  # [..., L, 1, H/2]
-    return rotate(x, jnp.cos(angles), jnp.sin(angles), layout).astype(x.dtype)
-  # "partial": rotate the first rotary_dim dims with their own ladder, pass the rest through.
-  angles = rope_angles(positions, freqs, scale_factor)[..., None, :]  # [..., L, 1, R/2]
-  rotated = rotate(x[..., :rotary_dim], jnp.cos(angles), jnp.sin(angles), layout)
-  return jnp.concatenate([rotated.astype(x.dtype), x[..., rotary_dim:]], axis=-1)
+  tables = rope_tables(positions, head_dim, theta=theta, fraction=fraction, variant=variant,
+                       scale_factor=scale_factor)
+  return apply_rope_tables(x, tables, layout=layout)

@@ -1,0 +1,45 @@
+"""rope_jax's data: seqio Tasks (Wikipedia, FlanV2, an offline corpus, probes), packing, iterators.
+
+Public API::
+
+  cfg = rope_jax.data.default_config()            # spliced in as config.data
+  vocab = rope_jax.data.get_vocabulary(cfg)       # model.vocab_size must be >= vocab.vocab_size
+  it = rope_jax.data.make_iterator(cfg, split="train", global_batch_size=8, seq_len=256, seed=0)
+  batch = next(it)                                # dict of [B_local, L] numpy arrays
+  state = it.get_state(); it.set_state(state)     # JSON-serialisable resume
+  rope_jax.data.probes.accuracy(logits, batch)    # exact match on answer tokens
+
+Modules: ``config`` (defaults, validation), ``tasks`` (seqio Tasks), ``packing`` (rows, segment
+ids, positions), ``pipeline`` (iterators), ``probes`` (synthetic tasks, accuracy),
+``offline_corpus`` (CPython's docs + vocabulary), ``flan_v2`` (TFDS builder for a FLAN v2
+export), ``vocabularies`` (SentencePiece loading).
+
+``import rope_jax.data`` is light (no TensorFlow): the names that need TensorFlow/seqio load
+their module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from rope_jax.data.config import TASKS, check_task, default_config, validate
+from rope_jax.data.packing import BATCH_KEYS, BOS_ID, EOS_ID, PAD_ID
+
+_LAZY = {
+    "make_iterator": "pipeline", "DataIterator": "pipeline",
+    "get_vocabulary": "tasks", "get_task": "tasks",
+}
+_SUBMODULES = ("config", "flan_v2", "offline_corpus", "packing", "pipeline", "probes", "tasks",
+               "vocabularies")
+
+__all__ = ["BATCH_KEYS", "BOS_ID", "DataIterator", "EOS_ID", "PAD_ID", "TASKS", "check_task",
+           "default_config", "get_task", "get_vocabulary", "make_iterator", "probes", "validate"]
+
+
+def __getattr__(name: str) -> Any:
+  if name in _LAZY:
+    return getattr(importlib.import_module(f"rope_jax.data.{_LAZY[name]}"), name)
+  if name in _SUBMODULES:
+    return importlib.import_module(f"rope_jax.data.{name}")
+  raise AttributeError(f"module 'rope_jax.data' has no attribute {name!r}")

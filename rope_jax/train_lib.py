@@ -1,0 +1,471 @@
+"""Training state, optimizer, loss, and the jitted train / eval steps with their shardings.
+
+The loop lives in ``rope_jax/train.py`` (CLI only); checkpoints in ``rope_jax/checkpoint.py``;
+metrics in ``rope_jax/metrics.py``; FLOP counting in ``rope_jax/flops.py``.
+
+State for ``jax.jit``: ``nnx.split(model)`` gives a static ``graphdef`` and the parameters
+(an ``nnx.State`` of float32 ``nnx.Param``); the train state is the pytree
+``{"params": State, "opt_state": optax state, "step": int32 []}``. Its shardings come from the
+parameters' logical axis names through ``mesh.logical_axis_rules`` (``rope_jax.sharding``);
+the optimizer moments take their parameter's sharding. One compiled train step takes
+``(state, batch)`` with explicit in/out shardings and donates ``state``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import typing
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from rope_jax import model as model_lib
+from rope_jax import sharding as sharding_lib
+
+DATA_SOURCES = ("data", "synthetic")
+BATCH_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions")
+BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "weights": jnp.float32,
+                "segment_ids": jnp.int32, "positions": jnp.int32}
+
+
+# Config sections ------------------------------------------------------------------------------
+
+def typed_from_dict(cls: type, where: str, d: Any) -> Any:
+  """Builds dataclass ``cls`` from a mapping; unknown keys and mistyped values raise ValueError."""
+  d = dict(d)
+  hints = typing.get_type_hints(cls)
+  allowed = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(d) - allowed)
+  if unknown:
+    raise ValueError(f"Unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}.")
+  for key, value in d.items():
+    if not _type_ok(value, hints[key]):
+      raise ValueError(f"{where}.{key}={value!r} has the wrong type; expected {hints[key]}.")
+    if isinstance(value, list):
+      d[key] = tuple(value)
+  return cls(**d)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+  origin = typing.get_origin(hint)
+  if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    return any(_type_ok(value, h) for h in typing.get_args(hint))
+  if hint is type(None):
+    return value is None
+  if origin is tuple:
+    return isinstance(value, (tuple, list))
+  if hint is float:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+  if hint is int:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+  if hint is bool:
+    return isinstance(value, (bool, np.bool_))
+  if hint is str:
+    return isinstance(value, str)
+  return True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The ``train`` section.
+
+  Attributes:
+    seed: parameter init and data order.
+    data_source: "data" (``rope_jax.data.make_iterator`` with the ``data`` section) or
+      "synthetic" (``rope_jax.synthetic_data``: the deterministic fallback/test source).
+    global_batch_size: sequences per step over all devices and processes.
+    seq_len: training sequence length L (tokens).
+    num_steps: total optimizer steps (the cosine schedule ends here).
+    learning_rate: peak learning rate, reached after ``warmup_steps`` (linear from lr/warmup).
+    warmup_steps: linear warmup length.
+    end_learning_rate_fraction: cosine decay ends at ``learning_rate`` times this.
+    weight_decay: AdamW decoupled weight decay, on matrices only (not the norm scales).
+    adam_b1, adam_b2, adam_eps: AdamW moments.
+    grad_clip_norm: clip the global gradient norm to this (0 = off).
+    z_loss: coefficient of ``log(Z)²`` added to the loss (0 = off; PaLM used 1e-4).
+    log_every_steps: progress line / metrics cadence.
+    peak_tflops_per_device: MFU denominator override; None = known-accelerator table, or the
+      measured matmul rate on CPU.
+  """
+
+  seed: int = 0
+  data_source: str = "data"
+  global_batch_size: int = 8
+  seq_len: int = 128
+  num_steps: int = 300
+  learning_rate: float = 1e-3
+  warmup_steps: int = 20
+  end_learning_rate_fraction: float = 0.1
+  weight_decay: float = 0.01
+  adam_b1: float = 0.9
+  adam_b2: float = 0.95
+  adam_eps: float = 1e-8
+  grad_clip_norm: float = 1.0
+  z_loss: float = 0.0
+  log_every_steps: int = 10
+  peak_tflops_per_device: float | None = None
+
+  def __post_init__(self):
+    if self.data_source not in DATA_SOURCES:
+      raise ValueError(f"train.data_source must be one of {DATA_SOURCES}, got "
+                       f"{self.data_source!r}.")
+    for name in ("global_batch_size", "seq_len", "num_steps", "log_every_steps"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}.")
+    if self.warmup_steps < 0 or self.warmup_steps > self.num_steps:
+      raise ValueError(f"train.warmup_steps must be in [0, num_steps={self.num_steps}], got "
+                       f"{self.warmup_steps}.")
+    if self.learning_rate <= 0:
+      raise ValueError(f"train.learning_rate must be positive, got {self.learning_rate}.")
+    if not 0 <= self.end_learning_rate_fraction <= 1:
+      raise ValueError("train.end_learning_rate_fraction must be in [0, 1], got "
+                       f"{self.end_learning_rate_fraction}.")
+    for name in ("weight_decay", "grad_clip_norm", "z_loss"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
+
+  @classmethod
+  def from_dict(cls, d: Any) -> "TrainConfig":
+    return typed_from_dict(cls, "train", d)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """The ``eval`` section.
+
+  Attributes:
+    every_steps: validation cadence (0 = only at the end of training).
+    num_batches: validation batches per length (the same batches every time).
+    global_batch_size: sequences per eval batch; None = ``train.global_batch_size``.
+    length_multipliers: evaluate at these multiples of ``train.seq_len`` (length
+      generalisation of NoPE / RoPE / p-RoPE); 1 = the training length.
+  """
+
+  every_steps: int = 100
+  num_batches: int = 2
+  global_batch_size: int | None = None
+  length_multipliers: tuple[int, ...] = (1, 2, 4)
+
+  def __post_init__(self):
+    if self.every_steps < 0:
+      raise ValueError(f"eval.every_steps must be >= 0, got {self.every_steps}.")
+    if self.num_batches < 0:
+      raise ValueError(f"eval.num_batches must be >= 0, got {self.num_batches}.")
+    if self.global_batch_size is not None and self.global_batch_size <= 0:
+      raise ValueError(f"eval.global_batch_size must be positive, got {self.global_batch_size}.")
+    for m in self.length_multipliers:
+      if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise ValueError(f"eval.length_multipliers must be ints >= 1, got "
+                         f"{self.length_multipliers}.")
+
+  @classmethod
+  def from_dict(cls, d: Any) -> "EvalConfig":
+    return typed_from_dict(cls, "eval", d)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """The ``checkpoint`` section (saved under ``<workdir>/checkpoints``).
+
+  Attributes:
+    enabled: save and resume at all.
+    save_every_steps: save every N steps (and always at the end and on SIGTERM).
+    max_to_keep: keep the last K checkpoints.
+    async_save: write in a background thread while training continues.
+  """
+
+  enabled: bool = True
+  save_every_steps: int = 1000
+  max_to_keep: int = 3
+  async_save: bool = True
+
+  def __post_init__(self):
+    if self.save_every_steps <= 0:
+      raise ValueError(f"checkpoint.save_every_steps must be positive, got "
+                       f"{self.save_every_steps}.")
+    if self.max_to_keep <= 0:
+      raise ValueError(f"checkpoint.max_to_keep must be positive, got {self.max_to_keep}.")
+
+  @classmethod
+  def from_dict(cls, d: Any) -> "CheckpointConfig":
+    return typed_from_dict(cls, "checkpoint", d)
+
+
+# Optimizer ------------------------------------------------------------------------------------
+
+def make_schedule(cfg: TrainConfig) -> optax.Schedule:
+  """Learning rate at optimizer step ``count`` (0-based): linear warmup, then cosine decay.
+
+  Step 0 already uses ``lr / warmup_steps`` (not 0), step ``warmup_steps - 1`` the peak.
+  """
+  base = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+      decay_steps=max(cfg.num_steps, cfg.warmup_steps + 1),
+      end_value=cfg.learning_rate * cfg.end_learning_rate_fraction)
+  return lambda count: base(count + 1) if cfg.warmup_steps else base(count)
+
+
+def _decay_mask(params: Any) -> Any:
+  return jax.tree.map(lambda x: x.ndim >= 2, params)
+
+
+def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW (decay on matrices only) after global-norm clipping; returns (optimizer, schedule)."""
+  schedule = make_schedule(cfg)
+  parts = []
+  if cfg.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+  parts.append(optax.adamw(schedule, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
+                           weight_decay=cfg.weight_decay, mask=_decay_mask))
+  return optax.chain(*parts), schedule
+
+
+# Loss and steps -------------------------------------------------------------------------------
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
+                  z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Weighted next-token cross-entropy (nats per target token) plus optional z-loss.
+
+  Args:
+    logits: float32 ``[B, L, V]``.
+    targets: int ``[B, L]`` (the token after each input).
+    weights: float ``[B, L]``; 0 masks padding and document ends of packed rows.
+    z_loss: coefficient of ``log(Z)²``.
+
+  Returns:
+    ``(objective, aux)``: objective = (Σ w·ce + z_loss·Σ w·log(Z)²) / Σ w; aux has ``loss``
+    (the cross-entropy part), ``z_loss`` (its term), ``num_tokens`` (Σ w).
+  """
+  logits = logits.astype(jnp.float32)
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  ce = log_z - target_logit
+  w = weights.astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(w), 1.0)
+  loss = jnp.sum(w * ce) / denom
+  z_term = z_loss * jnp.sum(w * jnp.square(log_z)) / denom
+  return loss + z_term, {"loss": loss, "z_loss": z_term, "num_tokens": jnp.sum(w)}
+
+
+def _forward(graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array]) -> jax.Array:
+  model = nnx.merge(graphdef, params)
+  return model(batch["inputs"], batch["positions"], batch["segment_ids"])
+
+
+def train_step(state: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
+               optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+               z_loss: float) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+  """One optimizer step. Returns the new state and scalar metrics (before the update)."""
+
+  def loss_fn(params):
+    logits = _forward(graphdef, params, batch)
+    return cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
+
+  (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = dict(aux, grad_norm=optax.tree.norm(grads),
+                 param_norm=optax.tree.norm(state["params"]),
+                 learning_rate=jnp.asarray(schedule(state["step"]), jnp.float32))
+  return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+
+
+def eval_step(params: Any, batch: dict[str, jax.Array], *,
+              graphdef: nnx.GraphDef) -> dict[str, jax.Array]:
+  """Sums for exact averaging over batches: ``loss_sum`` (Σ w·ce) and ``weight_sum`` (Σ w)."""
+  logits = _forward(graphdef, params, batch)
+  _, aux = cross_entropy(logits, batch["targets"], batch["weights"])
+  return {"loss_sum": aux["loss"] * aux["num_tokens"], "weight_sum": aux["num_tokens"]}
+
+
+# Setup: abstract state, shardings, compilation --------------------------------------------------
+
+def abstract_model(model_cfg: model_lib.ModelConfig) -> tuple[nnx.GraphDef, Any]:
+  """(graphdef, abstract params) without allocating anything."""
+  abstract = nnx.eval_shape(lambda: model_lib.Transformer(model_cfg, rngs=nnx.Rngs(0)))
+  graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+  if jax.tree.leaves(rest):
+    raise ValueError("The model has non-parameter state; the trainer only handles nnx.Param.")
+  return graphdef, params
+
+
+def init_state(model_cfg: model_lib.ModelConfig, optimizer: optax.GradientTransformation,
+               seed: int) -> dict[str, Any]:
+  """A fresh train state (call under ``jax.jit`` with out_shardings to init sharded)."""
+  model = model_lib.Transformer(model_cfg, rngs=nnx.Rngs(seed))
+  _, params = nnx.split(model, nnx.Param)
+  return {"params": params, "opt_state": optimizer.init(params),
+          "step": jnp.zeros((), jnp.int32)}
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything the loop, the AOT check and the tests need to run or compile a step."""
+
+  model_cfg: model_lib.ModelConfig
+  train_cfg: TrainConfig
+  mesh: Mesh
+  rules: tuple[tuple[str, tuple[str, ...]], ...]
+  graphdef: nnx.GraphDef
+  optimizer: optax.GradientTransformation
+  schedule: optax.Schedule
+  abstract_state: Any  # ShapeDtypeStructs carrying their NamedSharding.
+  state_shardings: Any
+  batch_sharding: NamedSharding
+
+  @property
+  def param_shardings(self) -> Any:
+    return self.state_shardings["params"]
+
+  def abstract_batch(self, global_batch_size: int, seq_len: int) -> dict[str, jax.ShapeDtypeStruct]:
+    return {k: jax.ShapeDtypeStruct((global_batch_size, seq_len), BATCH_DTYPES[k],
+                                    sharding=self.batch_sharding) for k in BATCH_KEYS}
+
+  def init(self, seed: int | None = None) -> dict[str, Any]:
+    """A fresh state, initialised directly into its shardings (same values on any mesh)."""
+    seed = self.train_cfg.seed if seed is None else seed
+    fn = jax.jit(functools.partial(init_state, self.model_cfg, self.optimizer, seed),
+                 out_shardings=self.state_shardings)
+    with sharding_lib.activate(self.mesh, self.rules):
+      return fn()
+
+  def lower_train_step(self, global_batch_size: int | None = None,
+                       seq_len: int | None = None) -> jax.stages.Lowered:
+    b = global_batch_size or self.train_cfg.global_batch_size
+    l = seq_len or self.train_cfg.seq_len
+    step = functools.partial(train_step, graphdef=self.graphdef, optimizer=self.optimizer,
+                             schedule=self.schedule, z_loss=self.train_cfg.z_loss)
+    replicated = sharding_lib.replicated(self.mesh)
+    batch_shardings = {k: self.batch_sharding for k in BATCH_KEYS}
+    fn = jax.jit(step, in_shardings=(self.state_shardings, batch_shardings),
+                 out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+    with sharding_lib.activate(self.mesh, self.rules):
+      return fn.lower(self.abstract_state, self.abstract_batch(b, l))
+
+  def compile_train_step(self, global_batch_size: int | None = None,
+                         seq_len: int | None = None) -> jax.stages.Compiled:
+    """``compiled(state, batch) -> (state, metrics)``; ``state`` is donated."""
+    return self.lower_train_step(global_batch_size, seq_len).compile()
+
+  def compile_eval_step(self, global_batch_size: int, seq_len: int) -> jax.stages.Compiled:
+    """``compiled(params, batch) -> {"loss_sum", "weight_sum"}``."""
+    fn = jax.jit(functools.partial(eval_step, graphdef=self.graphdef),
+                 in_shardings=(self.param_shardings, {k: self.batch_sharding for k in BATCH_KEYS}),
+                 out_shardings=sharding_lib.replicated(self.mesh))
+    with sharding_lib.activate(self.mesh, self.rules):
+      return fn.lower(self.abstract_state["params"],
+                      self.abstract_batch(global_batch_size, seq_len)).compile()
+
+
+def make_setup(model_cfg: model_lib.ModelConfig, train_cfg: TrainConfig,
+               mesh_cfg: sharding_lib.MeshConfig, devices: list[Any] | None = None) -> Setup:
+  """Builds the mesh, the abstract state and all shardings; raises ValueError before compiling.
+
+  Args:
+    devices: default ``jax.devices()``; the AOT check passes a TPU topology's devices.
+  """
+  mesh = sharding_lib.make_mesh(mesh_cfg, devices)
+  rules = mesh_cfg.logical_axis_rules
+  process_count = len({d.process_index for d in mesh.devices.flat})
+  sharding_lib.check_batch(train_cfg.global_batch_size, mesh, rules, what="train",
+                           process_count=process_count)
+  optimizer, schedule = make_optimizer(train_cfg)
+  graphdef, abstract_params = abstract_model(model_cfg)
+  params_sh = sharding_lib.param_shardings(abstract_params, mesh, rules)
+  abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+  replicated = sharding_lib.replicated(mesh)
+  opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, params_sh,
+                                 transform_non_params=lambda _: replicated)
+  state_sh = {"params": params_sh, "opt_state": opt_sh, "step": replicated}
+  abstract = {"params": abstract_params, "opt_state": abstract_opt,
+              "step": jax.ShapeDtypeStruct((), jnp.int32)}
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract, state_sh)
+  return Setup(model_cfg=model_cfg, train_cfg=train_cfg, mesh=mesh, rules=rules,
+               graphdef=graphdef, optimizer=optimizer, schedule=schedule,
+               abstract_state=abstract, state_shardings=state_sh,
+               batch_sharding=sharding_lib.batch_sharding(mesh, rules))
+
+
+def memory_report(compiled: jax.stages.Compiled) -> dict[str, float]:
+  """Per-device bytes from ``compiled.memory_analysis()``: arguments, outputs, temporaries,
+  aliased (donated) and ``total`` = arguments + outputs + temporaries − aliased."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  out = {k: float(getattr(m, f"{k}_size_in_bytes", 0)) for k in
+         ("argument", "output", "temp", "alias", "generated_code")}
+  out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
+  return out
+
+
+def cost_flops(compiled: jax.stages.Compiled) -> float | None:
+  """FLOPs per device per call from XLA's ``cost_analysis()`` (None if unavailable)."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
+
+
+# Input ----------------------------------------------------------------------------------------
+
+def make_batch_iterator(train_cfg: TrainConfig, model_cfg: model_lib.ModelConfig,
+                        data_config: Any, *, split: str, global_batch_size: int, seq_len: int,
+                        seed: int, process_index: int, process_count: int) -> Any:
+  """The input pipeline of ``train.data_source``: an iterator of process-local numpy batches
+  with ``get_state()`` / ``set_state()``. The loop does not care which one it gets."""
+  if train_cfg.data_source == "synthetic":
+    from rope_jax import synthetic_data  # pylint: disable=g-import-not-at-top
+    return synthetic_data.SyntheticSource(
+        vocab_size=model_cfg.vocab_size, split=split, global_batch_size=global_batch_size,
+        seq_len=seq_len, seed=seed, process_index=process_index, process_count=process_count)
+  from rope_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  return data_lib.make_iterator(data_config, split=split, global_batch_size=global_batch_size,
+                                seq_len=seq_len, seed=seed, process_index=process_index,
+                                process_count=process_count)
+
+
+def to_global(setup: Setup, local: dict[str, np.ndarray], global_batch_size: int
+              ) -> dict[str, jax.Array]:
+  """Process-local numpy rows -> global arrays on the batch sharding."""
+  missing = [k for k in BATCH_KEYS if k not in local]
+  if missing:
+    raise ValueError(f"Batch is missing {missing}; a batch needs {BATCH_KEYS}.")
+  return sharding_lib.make_global_batch({k: np.asarray(local[k], BATCH_DTYPES[k])
+                                         for k in BATCH_KEYS}, setup.batch_sharding,
+                                        global_batch_size)
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates ``workdir`` (local or gs://) and checks it is writable; ValueError otherwise."""
+  import uuid  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  path = epath.Path(workdir)
+  probe = path / f".write_probe.{jax.process_index()}.{uuid.uuid4().hex}"
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_text("ok")
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"workdir {workdir!r} is not writable: {type(e).__name__}: {e}") from e
+
+
+def host_scalars(tree: dict[str, jax.Array]) -> dict[str, float]:
+  """Replicated scalar metrics -> Python floats (blocks)."""
+  return {k: float(v) for k, v in jax.device_get(tree).items()}
+
+
+def is_finite(x: float) -> bool:
+  return math.isfinite(x)
