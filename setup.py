@@ -18,7 +18,6 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9.10",
     "seqio==0.0.20",
     "sentencepiece>=0.2.0",
-    "safetensors>=0.4",
     "matplotlib>=3.8",
     "tensorboardX>=2.6",
     "psutil>=5.9",
@@ -33,7 +32,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["rope_jax", "rope_jax.*"]),
-    package_data={"rope_jax": ["data/assets/*"]},
+    package_data={"rope_jax": ["data/assets/*", "analysis/prompts.txt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],

@@ -18,28 +18,28 @@ and lines starting with ``#`` are skipped). Import the weights first::
 Writes ``frequency_usage.npz``, ``fig3_frequency_usage_layers.png``,
 ``fig4_frequency_usage_layer<L>.png``, ``positional_heads.json`` and
 ``attention_<kind>_L<l>H<h>.png`` into ``--out``. Heads and layers are 0-indexed throughout.
+
+The measurement is ``rope_jax.analyze``'s (``measure``, ``read_prompts``, ``encode_prompts``) on
+the parameters restored by ``rope_jax.analysis.restore`` (parameters only, onto the first local
+device); only these figures and the head report are specific to this script. ``python -m
+rope_jax.analyze`` writes the general outputs (CSV, JSON, ...) of the same measurement.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from rope_jax import generate as generate_lib
+from rope_jax import analyze
 from rope_jax import model as model_lib
-from rope_jax import rope
 from rope_jax import text
-from rope_jax.analysis import frequency_usage
 from rope_jax.analysis import positional_heads
-from rope_jax.weights import checkpoints
+from rope_jax.analysis import restore
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -57,90 +57,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def read_prompts(path: str) -> list[str]:
-  with open(path) as f:
-    prompts = [line.strip() for line in f]
-  prompts = [p for p in prompts if p and not p.startswith("#")]
-  if not prompts:
-    raise ValueError(f"{path} holds no prompt (one per line; '#' lines are skipped).")
-  return prompts
-
-
-def _forward_fn(model: model_lib.Transformer):
-  """Jitted ``(tokens, positions, segment_ids) -> per-layer intermediates``."""
-  graphdef, params = nnx.split(model)
-
-  @jax.jit
-  def forward(params, tokens, positions, segment_ids):
-    m = nnx.merge(graphdef, params)
-    _, inter = m(tokens, positions, segment_ids, return_intermediates=True)
-    return inter
-
-  return lambda *args: forward(params, *args)
-
-
 def analyse(model: model_lib.Transformer, prompts: Sequence[Sequence[int]], *,
             batch_size: int = 8) -> dict[str, Any]:
-  """Frequency usage and positional-head scores over token prompts (batched, right-padded).
+  """Frequency usage and positional-head scores over token prompts (``analyze.measure``).
 
   Returns:
     ``{"q", "k", "v": [num_layers, heads, H/2]`` mean chunk norms (high → low frequency),
     ``"diagonal", "previous_token": [num_layers, N]`` mean attention scores,
-    ``"attn_first": per-layer [N, L, L]`` attention of the first prompt``}``.
+    ``"attn_first": [num_layers, N, L, L]`` attention of the first prompt``}``.
   """
-  rope_cfg = model.cfg.rope
-  _, rotary_dim = rope.rotary_frequencies(model.cfg.head_dim, theta=rope_cfg.theta,
-                                          fraction=rope_cfg.fraction, variant=rope_cfg.variant)
-  forward = _forward_fn(model)
-  sums: dict[str, Any] = {}
-  weights = {"tokens": 0.0, "queries": 0.0}
-  attn_first = None
-  for start in range(0, len(prompts), batch_size):
-    chunk = prompts[start:start + batch_size]
-    tokens, mask = generate_lib.pad_prompts(chunk, side="right")
-    positions, segment_ids, _ = generate_lib.prompt_layout(jnp.asarray(mask))
-    inter = forward(jnp.asarray(tokens), positions, segment_ids)
-    usage = frequency_usage.frequency_usage_from_intermediates(
-        inter, mask, layout=rope_cfg.layout, rotary_dim=rotary_dim)
-    scores = positional_heads.positional_head_scores_from_intermediates(
-        inter, mask, segment_ids)
-    n_tokens = float(mask.sum())
-    n_queries = float(sum(max(len(p) - 1, 0) for p in chunk))  # Queries with a previous token.
-    for name, value in usage.items():
-      sums[name] = sums.get(name, 0.0) + np.asarray(value) * n_tokens
-    for name, value in scores.items():
-      sums[name] = sums.get(name, 0.0) + np.asarray(value) * n_queries
-    weights["tokens"] += n_tokens
-    weights["queries"] += n_queries
-    if attn_first is None:
-      length = len(chunk[0])
-      attn_first = [np.asarray(layer["attn"][0, :, :length, :length]) for layer in inter]
-  out = {name: sums[name] / weights["tokens"] for name in ("q", "k", "v")}
-  out.update({name: sums[name] / weights["queries"] for name in scores})
-  out["attn_first"] = attn_first
-  return out
+  m = analyze.measure(model, prompts, batch_size=batch_size)
+  return {**m.usage, **m.scores, "attn_first": m.attention}
 
 
 def main(argv: Sequence[str] | None = None) -> list[str]:
   args = parse_args(argv)
   from rope_jax.analysis import plots  # pylint: disable=g-import-not-at-top
 
-  step, model, metadata = checkpoints.restore_model(args.workdir, step=args.step)
-  cfg = model.cfg
+  restored = restore.load(args.workdir, args.step, device=jax.local_devices()[0])
+  step, model, cfg = restored.step, restored.model, restored.model_config
   if not 0 <= args.layer < cfg.num_layers:
     raise ValueError(f"--layer must be in [0, {cfg.num_layers}), got {args.layer}.")
-  tokenizer = text.load_tokenizer(args.vocab, metadata.get("config"))
-  texts = read_prompts(args.prompts)
-  prompts = text.encode_prompts(tokenizer, texts, add_bos=not args.no_bos,
-                                vocab_size=cfg.vocab_size)
-  if min(len(p) for p in prompts) < 2:
-    raise ValueError("Every prompt needs at least 2 tokens for the previous-token score.")
+  # rope_jax.text, not analyze.load_vocabulary: --vocab=bytes, and no TensorFlow.
+  tokenizer = text.load_tokenizer(args.vocab, restored.metadata.get("config"))
+  prompts = analyze.encode_prompts(tokenizer, analyze.read_prompts(args.prompts),
+                                   vocab_size=cfg.vocab_size, add_bos=not args.no_bos)
   result = analyse(model, prompts, batch_size=args.batch_size)
 
   os.makedirs(args.out, exist_ok=True)
-  freqs = rope.chunk_frequencies(cfg.head_dim, theta=cfg.rope.theta, fraction=cfg.rope.fraction,
-                                 variant=cfg.rope.variant)
-  np.savez(os.path.join(args.out, "frequency_usage.npz"), chunk_frequencies=freqs,
+  freqs = analyze.chunk_frequencies(cfg)  # None when the layers' encodings differ.
+  np.savez(os.path.join(args.out, "frequency_usage.npz"),
+           **({} if freqs is None else {"chunk_frequencies": freqs}),
            **{k: result[k] for k in ("q", "k", "v", "diagonal", "previous_token")})
   name = os.path.basename(os.path.normpath(args.workdir))
   where = f"{name} step {step}, {len(prompts)} prompts"
@@ -160,10 +107,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
             "epsilon": args.epsilon, "heads": heads,
             "scores": {kind: np.round(result[kind], 4).tolist()
                        for kind in ("diagonal", "previous_token")}}
-  path = os.path.join(args.out, "positional_heads.json")
-  with open(path, "w") as f:
-    json.dump(report, f, indent=1)
-  paths.append(path)
+  paths.append(analyze.write_json(os.path.join(args.out, "positional_heads.json"), report))
   for kind, found in heads.items():
     top = ", ".join(f"L{l}H{h} {s:.3f}" for l, h, s in found[:8]) or "none"
     print(f"{kind} heads (mean score > {threshold:g}): {top}")

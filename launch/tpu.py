@@ -196,6 +196,9 @@ def check_workdir(workdir: str) -> None:
   """LaunchError unless ``workdir`` is a ``gs://bucket[/path]`` URL."""
   if not workdir:
     raise LaunchError("--workdir is required. " + WORKDIR_WHY)
+  if workdir.startswith("gs://") and not _BUCKET_RE.fullmatch(workdir):
+    raise LaunchError(f"--workdir={workdir!r}: the bucket name must be 3-222 lowercase letters, "
+                      "digits, '-', '_' or '.' (gs://my-bucket/path).")
   if not _BUCKET_RE.fullmatch(workdir) or "\n" in workdir:
     raise LaunchError(f"--workdir={workdir!r} is not a gs://bucket/path URL. " + WORKDIR_WHY)
 

@@ -219,9 +219,9 @@ def _fingerprint_one(x: jax.Array) -> jax.Array:
   return jnp.stack([first, second])
 
 
-@jax.jit
-def _fingerprint_leaves(leaves: list[jax.Array]) -> list[jax.Array]:
-  return [_fingerprint_one(x) for x in leaves]
+# One call per leaf (compiled once per shape/dtype/sharding): its uint32 temporaries exist for
+# one leaf at a time, so fingerprinting a save costs at most the largest leaf, not the state.
+_fingerprint_leaf = jax.jit(_fingerprint_one)
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -238,26 +238,20 @@ def _fingerprints(tree: PyTree) -> dict[str, dict[str, Any]]:
   """Fingerprints of every array leaf of `tree`, keyed by tree path.
 
   Non-array leaves (Python scalars, strings) and exotic dtypes are skipped.
-  Leaves are grouped by device set so that each group is one jit call.
+  Each leaf is hashed by its own jitted call (dispatched asynchronously, then gathered).
   """
-  groups: dict[Any, list[tuple[str, jax.Array]]] = {}
+  items = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if isinstance(leaf, (np.ndarray, np.generic)):
       leaf = jnp.asarray(leaf)
     if not isinstance(leaf, jax.Array) or not _fingerprintable(leaf.dtype):
       continue
-    key = frozenset(leaf.sharding.device_set)
-    groups.setdefault(key, []).append((_path_str(path), leaf))
-  records = {}
-  for items in groups.values():
-    fps = _fingerprint_leaves([leaf for _, leaf in items])
-    for (name, leaf), fp in zip(items, fps):
-      records[name] = {
-          "dtype": str(leaf.dtype),
-          "shape": list(leaf.shape),
-          "fp": [int(v) for v in _to_host(fp)],
-      }
-  return records
+    items.append((_path_str(path), leaf, _fingerprint_leaf(leaf)))
+  return {
+      name: {"dtype": str(leaf.dtype), "shape": list(leaf.shape),
+             "fp": [int(v) for v in _to_host(fp)]}
+      for name, leaf, fp in items
+  }
 
 
 def _verify_fingerprints(
@@ -665,11 +659,21 @@ class Checkpointer:
   # -- Restoring ---------------------------------------------------------------
 
   def _restore_step(
-      self, step: int, abstract_state: PyTree, verify: bool
+      self, step: int, abstract_state: PyTree, verify: bool, partial: bool = False
   ) -> tuple[int, PyTree, Any, Any]:
+    if partial:
+      # Only the leaves named in `abstract_state` are read; the rest of the saved
+      # tree (e.g. the optimizer state) is skipped, never loaded.
+      state_args = ocp.args.PyTreeRestore(
+          item=abstract_state,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+          partial_restore=True,
+      )
+    else:
+      state_args = ocp.args.StandardRestore(abstract_state)
     args = ocp.args.Composite(
         **{
-            _STATE: ocp.args.StandardRestore(abstract_state),
+            _STATE: state_args,
             _DATA_STATE: ocp.args.JsonRestore(),
             _METADATA: ocp.args.JsonRestore(),
             _CHECKSUMS: ocp.args.JsonRestore(),
@@ -692,6 +696,7 @@ class Checkpointer:
       step: int | None = None,
       *,
       verify: bool = True,
+      partial: bool = False,
   ) -> tuple[int, PyTree, Any, Any]:
     """Restores a checkpoint onto the shardings given by `abstract_state`.
 
@@ -702,6 +707,9 @@ class Checkpointer:
       step: the step to restore; None restores the newest step that reads back
         intact, warning about (and keeping) every newer damaged one.
       verify: compare the restored arrays with their save-time fingerprints.
+      partial: `abstract_state` is a subtree of the saved state (e.g.
+        `{"params": ...}` of a train state): only its leaves are read, the
+        others are neither read nor returned. See `restore_params`.
 
     Returns:
       `(step, state, data_state, metadata)`.
@@ -732,7 +740,7 @@ class Checkpointer:
             f" steps: {steps}."
         )
       try:
-        result = self._restore_step(step, abstract_state, verify)
+        result = self._restore_step(step, abstract_state, verify, partial)
         ok = True
       except Exception as e:  # pylint: disable=broad-exception-caught
         error, ok = e, False
@@ -748,7 +756,7 @@ class Checkpointer:
     failures: list[tuple[int, str]] = []
     for candidate in reversed(steps):
       try:
-        result = self._restore_step(candidate, abstract_state, verify)
+        result = self._restore_step(candidate, abstract_state, verify, partial)
         ok = True
       except Exception as e:  # pylint: disable=broad-exception-caught
         reason, ok = _describe(e), False
@@ -781,6 +789,37 @@ class Checkpointer:
         f"No checkpoint in {self._directory} can be restored (tried steps"
         f" {[s for s, _ in failures]}): {details}"
     )
+
+  def restore_params(
+      self,
+      abstract_params: PyTree,
+      step: int | None = None,
+      *,
+      key: str = "params",
+      verify: bool = True,
+  ) -> tuple[int, PyTree, Any]:
+    """Restores only `state[key]` of a checkpoint: the model without its optimizer.
+
+    For analysis and evaluation: a train state `{"params", "opt_state", "step"}`
+    holds about 3x the parameters' bytes, and only the parameters are read
+    here. Works the same on params-only checkpoints (`{"params": ...}`, e.g.
+    imported weights). Fallback, verification and errors as in `restore`.
+
+    Args:
+      abstract_params: pytree of `jax.ShapeDtypeStruct` (with the wanted
+        sharding, e.g. `SingleDeviceSharding` on the host CPU) shaped like the
+        saved `state[key]`.
+      step: the step; None restores the newest intact step.
+      key: the top-level entry of the saved state to restore.
+      verify: compare the restored arrays with their save-time fingerprints.
+
+    Returns:
+      `(step, params, metadata)`.
+    """
+    step, state, _, metadata = self.restore(
+        {key: abstract_params}, step, verify=verify, partial=True
+    )
+    return step, state[key], metadata
 
 
 def restore_metadata(

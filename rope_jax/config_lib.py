@@ -69,12 +69,9 @@ def _sharding_lib():
 
 
 def _validate_data(section: Any) -> Any:
-  """The data section's own validator (``rope_jax.data.config.validate``) where it exists."""
+  """The data section's own validator (``rope_jax.data.config.validate``)."""
   from rope_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
-  validate_fn = getattr(data_config, "validate", None)
-  # TODO(data): rope_jax.data.config should provide validate(section) -> typed config; until
-  # then the section is passed through as a dict.
-  return validate_fn(section) if validate_fn is not None else to_dict(section)
+  return data_config.validate(section)
 
 
 def rope_config_dict(**overrides: Any) -> ml_collections.ConfigDict:
@@ -114,6 +111,8 @@ def base_config() -> ml_collections.ConfigDict:
       seed=0,
       data_source="data",  # "data" (rope_jax.data, the `data` section) or "synthetic".
       global_batch_size=8,
+      # Gradient accumulation: A microbatches of global_batch_size / A per optimizer step.
+      grad_accum_steps=1,
       seq_len=128,
       num_steps=300,
       learning_rate=1e-3,

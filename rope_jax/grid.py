@@ -12,8 +12,8 @@ Scales:
 * ``"paper"``: Gemma 2B from scratch (``configs/gemma_2b.py``, whose defaults are the paper's
   schedule: batch 512, 8,192-token context, 10,000 steps) on ``wiki`` and ``flan_v2``: the 14
   runs of Table 2.
-* ``"cpu"``: the same seven rows on the tiny CPU model (``configs/tiny.py``) over the offline
-  corpus and the synthetic probes; a smoke-scale stand-in with no paper numbers.
+* ``"cpu"``: the same seven rows on the tiny CPU model (``configs/tiny.py``), one run each on a
+  mixture of the offline corpus and the synthetic probes (``experiments/table2_cpu.py``).
 
 This module is light (no JAX): :func:`expand` returns plain data; loading a cell's config is
 ``rope_jax.config_lib.load_config(run.config)`` plus ``run.overrides``.
@@ -60,6 +60,7 @@ TABLE2_ROWS: tuple[Row, ...] = (
 DATASET_LABELS: dict[str, str] = {
     "wiki": "Wiki", "flan_v2": "FlanV2", "offline": "Offline corpus",
     "probe_copy": "Copy probe", "probe_reverse": "Reverse probe", "probe_recall": "Recall probe",
+    "mixture": "Corpus + probes",
 }
 
 
@@ -77,15 +78,23 @@ class Scale:
   global_batch_size: int
   seq_len: int
   num_steps: int
-  overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
+
+# Rows per batch of the CPU scale's mixture (rope_jax.data: task "mixture").
+CPU_MIXTURE = "offline:2,probe_copy:2,probe_reverse:2,probe_recall:2"
+# Small probe alphabets (chance = 1/16) so that 300 CPU steps separate the encodings: with these,
+# RoPE learns copy at the training length (100%) and fails at 2x.
 
 SCALES: dict[str, Scale] = {
     "paper": Scale("paper", "configs/gemma_2b.py", ("wiki", "flan_v2"),
                    global_batch_size=512, seq_len=8192, num_steps=10_000),
-    "cpu": Scale("cpu", "configs/tiny.py",
-                 ("offline", "probe_copy", "probe_reverse", "probe_recall"),
-                 global_batch_size=8, seq_len=128, num_steps=300),
+    # One column: every batch mixes corpus rows with the positional (copy, reverse) and semantic
+    # (recall) probes, so one run per encoding gives both perplexity and probe accuracy.
+    "cpu": Scale("cpu", "configs/tiny.py", ("mixture",),
+                 global_batch_size=8, seq_len=128, num_steps=300,
+                 overrides={"data.mixture": CPU_MIXTURE, "data.probe.num_symbols": 16,
+                            "data.probe.num_keys": 32}),
 }
 
 
@@ -109,7 +118,7 @@ class Run:
   dataset: str
   scale: str
   config: str
-  overrides: Mapping[str, str]
+  overrides: Mapping[str, object]
   workdir_suffix: str
   num_steps: int
 

@@ -25,7 +25,8 @@ def perplexity(loss: float) -> float:
 
 
 def progress_line(step: int, total: int, m: Mapping[str, float]) -> str:
-  """``step 120/300 | loss 3.2101 | ppl 24.78 | lr 1.00e-03 | gnorm 0.512 | 4,567 tok/s | MFU 12.3%``."""
+  """One line: ``step 120/300 | loss 3.2101 | ppl 24.78 | lr 1.00e-03 | gnorm 0.512 |
+  4,567 tok/s | MFU 12.3%``."""
   parts = [f"step {step}/{total}"]
   if "loss" in m:
     parts += [f"loss {m['loss']:.4f}", f"ppl {perplexity(m['loss']):.2f}"]

@@ -183,7 +183,7 @@ def _check_keys(where: str, d: dict[str, Any], cls: type) -> None:
 
 def _param(init: jax.Array, names: Sequence[str | None]) -> nnx.Param:
   """A parameter annotated with logical axis names (resolved to a mesh by rope_jax.sharding)."""
-  return nnx.Param(init, sharding_names=tuple(names), eager_sharding=False)
+  return nnx.Param(init, out_sharding=tuple(names), eager_sharding=False)
 
 
 def _dtype(name: str) -> jnp.dtype:

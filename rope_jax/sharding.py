@@ -128,7 +128,8 @@ def normalize_rules(rules: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
   return tuple(out)
 
 
-def resolve_mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def resolve_mesh_shape(cfg: MeshConfig,
+                       num_devices: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
   """The (ICI, DCN) shapes with -1 filled in; raises ValueError if they don't cover the devices.
 
   Returns:

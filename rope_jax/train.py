@@ -124,11 +124,17 @@ def run(config: Any, workdir: str) -> dict[str, float]:
   eval_cfg, ckpt_cfg, mesh_cfg = sections["eval"], sections["checkpoint"], sections["mesh"]
   train_lib.check_workdir(workdir)
   setup = train_lib.make_setup(model_cfg, train_cfg, mesh_cfg)
-  eval_bs = eval_cfg.global_batch_size or train_cfg.global_batch_size
-  if eval_cfg.num_batches:
-    from rope_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-    sharding_lib.check_batch(eval_bs, setup.mesh, setup.rules, what="eval",
-                             process_count=jax.process_count())
+
+  def validation_iterator(global_batch_size: int, seq_len: int) -> Any:
+    idx, count = _data_shard(setup, global_batch_size)
+    return train_lib.make_batch_iterator(
+        train_cfg, model_cfg, config.get("data"), split="validation",
+        global_batch_size=global_batch_size, seq_len=seq_len, seed=train_cfg.seed,
+        process_index=idx, process_count=count)
+
+  # Checks the eval batch against the mesh now, before compiling anything.
+  evaluator = train_lib.Evaluator(setup, eval_cfg, validation_iterator)
+
   devices = list(setup.mesh.devices.flat)
   peak, peak_source = flops_lib.resolve_peak(devices, train_cfg.peak_tflops_per_device)
   is_main = jax.process_index() == 0
@@ -177,36 +183,14 @@ def run(config: Any, workdir: str) -> dict[str, float]:
               "mesh": {k: int(v) for k, v in setup.mesh.shape.items()},
               "process_count": jax.process_count()}
 
-  eval_steps: dict[tuple[int, int], Any] = {}
-
   def evaluate(step: int) -> dict[str, float]:
-    if not eval_cfg.num_batches:
-      return {}
-    results = {}
-    for m in eval_cfg.length_multipliers:
-      length = l * m
-      key = (eval_bs, length)
-      if key not in eval_steps:
-        eval_steps[key] = setup.compile_eval_step(eval_bs, length)
-      idx, count = _data_shard(setup, eval_bs)
-      it = train_lib.make_batch_iterator(
-          train_cfg, model_cfg, config.get("data"), split="validation",
-          global_batch_size=eval_bs, seq_len=length, seed=train_cfg.seed, process_index=idx,
-          process_count=count)
-      loss_sum = weight_sum = 0.0
-      for _ in range(eval_cfg.num_batches):
-        sums = train_lib.host_scalars(
-            eval_steps[key](state["params"], train_lib.to_global(setup, next(it), eval_bs)))
-        loss_sum += sums["loss_sum"]
-        weight_sum += sums["weight_sum"]
-      loss = loss_sum / max(weight_sum, 1.0)
-      results[f"loss_len{length}"] = loss
-      results[f"perplexity_len{length}"] = metrics_lib.perplexity(loss)
-    writer.write(step, results, split="eval")
-    if is_main:
-      logging.info("eval step %d | %s", step, " | ".join(
-          f"L={l * m}: loss {results[f'loss_len{l * m}']:.4f} ppl "
-          f"{results[f'perplexity_len{l * m}']:.2f}" for m in eval_cfg.length_multipliers))
+    results = evaluator(state["params"])
+    if results:
+      writer.write(step, results, split="eval")
+      if is_main:
+        logging.info("eval step %d | %s", step, " | ".join(
+            f"L={n}: loss {results[f'loss_len{n}']:.4f} ppl {results[f'perplexity_len{n}']:.2f}"
+            for n in evaluator.lengths))
     return results
 
   def save(step: int, *, force: bool) -> None:
@@ -267,6 +251,8 @@ def run(config: Any, workdir: str) -> dict[str, float]:
           timer.resume()
     if preempted:
       logging.warning("Preempted at step %d: checkpoint saved; exiting cleanly.", step)
+    elif start_step >= train_cfg.num_steps:
+      logging.info("Already trained to step %d (train.num_steps); nothing to do.", start_step)
     else:
       last.update(evaluate(step))
   finally:

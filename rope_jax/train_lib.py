@@ -19,6 +19,7 @@ import math
 import typing
 from typing import Any, Callable
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,6 +82,11 @@ class TrainConfig:
     data_source: "data" (``rope_jax.data.make_iterator`` with the ``data`` section) or
       "synthetic" (``rope_jax.synthetic_data``: the deterministic fallback/test source).
     global_batch_size: sequences per step over all devices and processes.
+    grad_accum_steps: A, gradient accumulation (microbatching): each step runs forward and
+      backward on A microbatches of ``global_batch_size / A`` sequences one after another
+      (``jax.lax.scan``) and applies ONE optimizer update with their exact full-batch gradient,
+      so the activations (and the ``[B, L, V]`` logits) of only one microbatch are live at a
+      time. ``global_batch_size`` must be divisible by A × the data-parallel mesh size.
     seq_len: training sequence length L (tokens).
     num_steps: total optimizer steps (the cosine schedule ends here).
     learning_rate: peak learning rate, reached after ``warmup_steps`` (linear from lr/warmup).
@@ -98,6 +104,7 @@ class TrainConfig:
   seed: int = 0
   data_source: str = "data"
   global_batch_size: int = 8
+  grad_accum_steps: int = 1
   seq_len: int = 128
   num_steps: int = 300
   learning_rate: float = 1e-3
@@ -119,6 +126,12 @@ class TrainConfig:
     for name in ("global_batch_size", "seq_len", "num_steps", "log_every_steps"):
       if getattr(self, name) <= 0:
         raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}.")
+    if self.grad_accum_steps < 1:
+      raise ValueError(f"train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}.")
+    if self.global_batch_size % self.grad_accum_steps:
+      raise ValueError(
+          f"train.global_batch_size={self.global_batch_size} is not divisible by "
+          f"train.grad_accum_steps={self.grad_accum_steps}.")
     if self.warmup_steps < 0 or self.warmup_steps > self.num_steps:
       raise ValueError(f"train.warmup_steps must be in [0, num_steps={self.num_steps}], got "
                        f"{self.warmup_steps}.")
@@ -229,6 +242,37 @@ def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, opta
 
 # Loss and steps -------------------------------------------------------------------------------
 
+def cross_entropy_sums(logits: jax.Array, targets: jax.Array,
+                       weights: jax.Array) -> dict[str, jax.Array]:
+  """Weighted SUMS of the next-token loss terms, for exact averaging over microbatches.
+
+  Args:
+    logits: float ``[B, L, V]`` (computed in float32).
+    targets: int ``[B, L]``.
+    weights: float ``[B, L]``; 0 masks padding and document ends of packed rows.
+
+  Returns:
+    float32 scalars ``ce_sum`` (Σ w·ce), ``log_z_sq_sum`` (Σ w·log(Z)²) and ``weight_sum``
+    (Σ w).
+  """
+  logits = logits.astype(jnp.float32)
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  ce = log_z - target_logit
+  w = weights.astype(jnp.float32)
+  return {"ce_sum": jnp.sum(w * ce), "log_z_sq_sum": jnp.sum(w * jnp.square(log_z)),
+          "weight_sum": jnp.sum(w)}
+
+
+def loss_from_sums(sums: dict[str, jax.Array],
+                   z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """``(objective, aux)`` of :func:`cross_entropy` from (possibly accumulated) sums."""
+  denom = jnp.maximum(sums["weight_sum"], 1.0)
+  loss = sums["ce_sum"] / denom
+  z_term = z_loss * sums["log_z_sq_sum"] / denom
+  return loss + z_term, {"loss": loss, "z_loss": z_term, "num_tokens": sums["weight_sum"]}
+
+
 def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
                   z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Weighted next-token cross-entropy (nats per target token) plus optional z-loss.
@@ -243,15 +287,7 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
     ``(objective, aux)``: objective = (Σ w·ce + z_loss·Σ w·log(Z)²) / Σ w; aux has ``loss``
     (the cross-entropy part), ``z_loss`` (its term), ``num_tokens`` (Σ w).
   """
-  logits = logits.astype(jnp.float32)
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  ce = log_z - target_logit
-  w = weights.astype(jnp.float32)
-  denom = jnp.maximum(jnp.sum(w), 1.0)
-  loss = jnp.sum(w * ce) / denom
-  z_term = z_loss * jnp.sum(w * jnp.square(log_z)) / denom
-  return loss + z_term, {"loss": loss, "z_loss": z_term, "num_tokens": jnp.sum(w)}
+  return loss_from_sums(cross_entropy_sums(logits, targets, weights), z_loss)
 
 
 def _forward(graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array]) -> jax.Array:
@@ -259,16 +295,88 @@ def _forward(graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array]) -
   return model(batch["inputs"], batch["positions"], batch["segment_ids"])
 
 
+def split_microbatches(batch: dict[str, jax.Array],
+                       num_microbatches: int) -> dict[str, jax.Array]:
+  """``[B, L]`` arrays -> ``[A, B/A, L]``, each microbatch sharded over the data axes.
+
+  Microbatch ``a`` holds rows ``a, a + A, a + 2A, ...`` (strided, not contiguous): a device's
+  contiguous block of ``B / D`` rows then splits into its own ``A`` local pieces of
+  ``B / (D·A)`` rows, so the split moves no data between devices (a contiguous split would put
+  microbatch ``a`` on only ``D / A`` devices and need an all-to-all). Loss and gradient sums do
+  not depend on which rows go together. Needs ``B % (A × data-parallel size) == 0``
+  (:func:`check_grad_accum`).
+  """
+  a = num_microbatches
+
+  def split(x: jax.Array) -> jax.Array:
+    if x.shape[0] % a:
+      raise ValueError(f"Batch of {x.shape[0]} rows does not split into {a} microbatches.")
+    x = jnp.swapaxes(x.reshape((x.shape[0] // a, a) + x.shape[1:]), 0, 1)
+    return sharding_lib.constrain(x, (None, "batch") + (None,) * (x.ndim - 2))
+
+  return {k: split(v) for k, v in batch.items()}
+
+
+def accumulate_gradients(params: Any, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
+                         num_microbatches: int,
+                         z_loss: float) -> tuple[Any, dict[str, jax.Array]]:
+  """The full-batch gradient and loss of ``batch`` ``[B, L]``, computed over ``A`` microbatches.
+
+  ``jax.lax.scan`` over the ``[A, B/A, L]`` microbatches (:func:`split_microbatches`) sums the
+  float32 gradients of Σ w·ce + z_loss·Σ w·log(Z)² and the sums themselves, then divides once
+  by the batch's total Σ w, so the result is the full-batch gradient of :func:`cross_entropy`
+  however the weighted (non-padding) tokens are spread over the microbatches.
+
+  Returns:
+    ``(grads, aux)``: grads like ``params`` (in the parameters' dtypes), ``aux`` as
+    :func:`cross_entropy`'s.
+  """
+  micro = split_microbatches(batch, num_microbatches)
+  names = sharding_lib.logical_names_tree(params)
+
+  def keep_param_layout(tree: Any) -> Any:
+    # The float32 accumulator lives in the parameters' (FSDP) layout, not replicated.
+    return jax.tree.map(lambda x, spec: sharding_lib.constrain(x, tuple(spec)), tree, names)
+
+  def sum_loss(p: Any, mb: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    sums = cross_entropy_sums(_forward(graphdef, p, mb), mb["targets"], mb["weights"])
+    return sums["ce_sum"] + z_loss * sums["log_z_sq_sum"], sums
+
+  def body(carry, mb):
+    grad_acc, sums_acc = carry
+    (_, sums), grads = jax.value_and_grad(sum_loss, has_aux=True)(params, mb)
+    grad_acc = keep_param_layout(
+        jax.tree.map(lambda acc, g: acc + g.astype(jnp.float32), grad_acc, grads))
+    return (grad_acc, jax.tree.map(jnp.add, sums_acc, sums)), None
+
+  zero_grads = keep_param_layout(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
+  zero_sums = {k: jnp.zeros((), jnp.float32) for k in ("ce_sum", "log_z_sq_sum", "weight_sum")}
+  (grad_sum, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
+  denom = jnp.maximum(sums["weight_sum"], 1.0)
+  grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grad_sum, params)
+  return grads, loss_from_sums(sums, z_loss)[1]
+
+
 def train_step(state: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
                optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-               z_loss: float) -> tuple[dict[str, Any], dict[str, jax.Array]]:
-  """One optimizer step. Returns the new state and scalar metrics (before the update)."""
+               z_loss: float, grad_accum_steps: int = 1
+               ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+  """One optimizer step on ``batch`` (``[B, L]`` arrays, ``BATCH_KEYS``).
 
-  def loss_fn(params):
-    logits = _forward(graphdef, params, batch)
-    return cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
+  With ``grad_accum_steps`` A > 1 the gradient is accumulated over A microbatches of
+  ``[B/A, L]`` (:func:`accumulate_gradients`); the update and the metrics equal the A = 1
+  step's up to float rounding. Returns the new state and scalar metrics (before the update).
+  """
+  if grad_accum_steps > 1:
+    grads, aux = accumulate_gradients(state["params"], batch, graphdef=graphdef,
+                                      num_microbatches=grad_accum_steps, z_loss=z_loss)
+  else:
 
-  (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    def loss_fn(params):
+      logits = _forward(graphdef, params, batch)
+      return cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
+
+    (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
   updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = dict(aux, grad_norm=optax.tree.norm(grads),
@@ -340,8 +448,11 @@ class Setup:
                        seq_len: int | None = None) -> jax.stages.Lowered:
     b = global_batch_size or self.train_cfg.global_batch_size
     l = seq_len or self.train_cfg.seq_len
+    accum = self.train_cfg.grad_accum_steps
+    check_grad_accum(b, accum, self.mesh, self.rules)
     step = functools.partial(train_step, graphdef=self.graphdef, optimizer=self.optimizer,
-                             schedule=self.schedule, z_loss=self.train_cfg.z_loss)
+                             schedule=self.schedule, z_loss=self.train_cfg.z_loss,
+                             grad_accum_steps=accum)
     replicated = sharding_lib.replicated(self.mesh)
     batch_shardings = {k: self.batch_sharding for k in BATCH_KEYS}
     fn = jax.jit(step, in_shardings=(self.state_shardings, batch_shardings),
@@ -364,6 +475,26 @@ class Setup:
                       self.abstract_batch(global_batch_size, seq_len)).compile()
 
 
+def check_grad_accum(global_batch_size: int, grad_accum_steps: int, mesh: Mesh,
+                     rules: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+  """Raises ValueError unless every microbatch splits evenly over the data-parallel axes.
+
+  Each of the ``grad_accum_steps`` microbatches has ``global_batch_size / grad_accum_steps``
+  rows sharded over the batch rule's mesh axes, so the batch must be divisible by
+  ``grad_accum_steps × data-parallel size``.
+  """
+  axes = sharding_lib.batch_axes(mesh, rules)
+  ways = math.prod(mesh.shape[a] for a in axes)
+  if global_batch_size % (grad_accum_steps * ways):
+    raise ValueError(
+        f"train.global_batch_size={global_batch_size} is not divisible by "
+        f"train.grad_accum_steps={grad_accum_steps} x the data-parallel size {ways} (mesh axes "
+        f"{dict((a, mesh.shape[a]) for a in axes)}) = {grad_accum_steps * ways}: each "
+        f"microbatch of global_batch_size / grad_accum_steps rows must split over the "
+        f"data-parallel devices. Use a batch that is a multiple of {grad_accum_steps * ways} "
+        f"or fewer accumulation steps.")
+
+
 def make_setup(model_cfg: model_lib.ModelConfig, train_cfg: TrainConfig,
                mesh_cfg: sharding_lib.MeshConfig, devices: list[Any] | None = None) -> Setup:
   """Builds the mesh, the abstract state and all shardings; raises ValueError before compiling.
@@ -373,9 +504,14 @@ def make_setup(model_cfg: model_lib.ModelConfig, train_cfg: TrainConfig,
   """
   mesh = sharding_lib.make_mesh(mesh_cfg, devices)
   rules = mesh_cfg.logical_axis_rules
+  if model_cfg.param_dtype != "float32":
+    logging.warning("model.param_dtype=%s: parameters and Adam moments are not float32 "
+                    "master copies; use model.dtype=bfloat16 for bf16 compute instead.",
+                    model_cfg.param_dtype)
   process_count = len({d.process_index for d in mesh.devices.flat})
   sharding_lib.check_batch(train_cfg.global_batch_size, mesh, rules, what="train",
                            process_count=process_count)
+  check_grad_accum(train_cfg.global_batch_size, train_cfg.grad_accum_steps, mesh, rules)
   optimizer, schedule = make_optimizer(train_cfg)
   graphdef, abstract_params = abstract_model(model_cfg)
   params_sh = sharding_lib.param_shardings(abstract_params, mesh, rules)
@@ -417,6 +553,52 @@ def cost_flops(compiled: jax.stages.Compiled) -> float | None:
   if not cost or "flops" not in cost:
     return None
   return float(cost["flops"])
+
+
+# Evaluation -----------------------------------------------------------------------------------
+
+class Evaluator:
+  """Validation loss / perplexity at ``eval.length_multipliers`` × the training length.
+
+  Every call reads the same first ``eval.num_batches`` validation batches per length (a fresh
+  iterator each time), so values are comparable across steps and across NoPE / RoPE / p-RoPE.
+
+  Args:
+    setup: the training setup (mesh, shardings, graphdef).
+    eval_cfg: the ``eval`` section.
+    make_iterator: ``(global_batch_size, seq_len) -> iterator`` of process-local batches.
+  """
+
+  def __init__(self, setup: Setup, eval_cfg: EvalConfig,
+               make_iterator: Callable[[int, int], Any]):
+    self.setup, self.cfg, self.make_iterator = setup, eval_cfg, make_iterator
+    self.batch_size = eval_cfg.global_batch_size or setup.train_cfg.global_batch_size
+    self.lengths = [setup.train_cfg.seq_len * m for m in eval_cfg.length_multipliers]
+    self._compiled: dict[int, jax.stages.Compiled] = {}
+    if eval_cfg.num_batches:
+      process_count = len({d.process_index for d in setup.mesh.devices.flat})
+      sharding_lib.check_batch(self.batch_size, setup.mesh, setup.rules, what="eval",
+                               process_count=process_count)
+
+  def __call__(self, params: Any) -> dict[str, float]:
+    """``{"loss_len{L}": nats per token, "perplexity_len{L}": exp(loss)}`` per length L."""
+    results: dict[str, float] = {}
+    if not self.cfg.num_batches:
+      return results
+    for length in self.lengths:
+      if length not in self._compiled:
+        self._compiled[length] = self.setup.compile_eval_step(self.batch_size, length)
+      it = self.make_iterator(self.batch_size, length)
+      loss_sum = weight_sum = 0.0
+      for _ in range(self.cfg.num_batches):
+        batch = to_global(self.setup, next(it), self.batch_size)
+        sums = host_scalars(self._compiled[length](params, batch))
+        loss_sum += sums["loss_sum"]
+        weight_sum += sums["weight_sum"]
+      loss = loss_sum / max(weight_sum, 1.0)
+      results[f"loss_len{length}"] = loss
+      results[f"perplexity_len{length}"] = math.exp(loss) if loss < 700 else float("inf")
+    return results
 
 
 # Input ----------------------------------------------------------------------------------------

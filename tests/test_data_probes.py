@@ -46,12 +46,28 @@ def test_recall_answers_are_the_values_bound_to_the_queried_keys(seq_len):
   s = np.concatenate([row["inputs"][:n], row["targets"][n - 1:n]])
   sep = int(np.flatnonzero(s == probes.SEP_ID)[0])
   keys, values = s[1:sep:2], s[2:sep:2]
-  assert len(set(keys.tolist())) == len(keys) == min(1024, (seq_len - 9) // 2)
+  real = keys != probes.FILLER_ID
+  assert np.all(values[~real] == probes.FILLER_ID)
+  keys, values = keys[real], values[real]
+  assert len(set(keys.tolist())) == len(keys) == min(1024, (seq_len - 10) // 2)
   binding = dict(zip(keys.tolist(), values.tolist()))
   m = row["weights"] > 0
   queried = row["inputs"][m]
   assert len(queried) == 4
   np.testing.assert_array_equal(row["targets"][m], [binding[k] for k in queried.tolist()])
+
+
+def test_recall_spreads_a_fixed_number_of_pairs_over_longer_rows():
+  """With fewer keys than slots, a 4x longer row holds the same pairs 4x further apart."""
+  spans = {}
+  for seq_len in (128, 512):
+    row = probes.make_example("recall", 0, seed=0, split="validation", seq_len=seq_len,
+                              num_symbols=16, num_keys=32, num_queries=4)
+    context = row["inputs"][1:int(np.flatnonzero(row["inputs"] == probes.SEP_ID)[0])]
+    real = np.flatnonzero(context[::2] != probes.FILLER_ID)
+    assert len(real) == 32
+    spans[seq_len] = real[-1] - real[0]
+  assert spans[512] > 3 * spans[128]
 
 
 @pytest.mark.parametrize("kind", probes.KINDS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from rope_jax import config_lib
@@ -59,7 +61,6 @@ def test_paper_labels_and_names():
   assert run.workdir("gs://b/t2/") == "gs://b/t2/flan_v2/p075-rope"
   assert run.train_flags("/w") == [
       "--config=configs/gemma_2b.py:pe=p_rope,p=0.75,data=flan_v2", "--workdir=/w"]
-  import re  # pylint: disable=g-import-not-at-top
   for r in grid.expand("paper") + grid.expand("cpu"):
     assert re.fullmatch(r"[a-z][-a-z0-9]*[a-z0-9]", r.name) and len("t2-" + r.name) <= 63
 
@@ -71,18 +72,20 @@ def test_a_cell_config_validates():
   assert sections["model"].rope.variant == "partial"
 
 
-def test_cpu_grid_uses_tiny_on_offline_and_probes():
+def test_cpu_grid_uses_tiny_on_a_corpus_and_probe_mixture():
   runs = grid.expand("cpu")
   scale = grid.SCALES["cpu"]
-  assert len(runs) == 7 * len(scale.datasets)
-  assert set(scale.datasets) == {"offline", "probe_copy", "probe_reverse", "probe_recall"}
-  for run in runs[:: len(scale.datasets) + 1]:  # A spread of rows and datasets.
+  assert len(runs) == 7 and scale.datasets == ("mixture",)
+  for run in runs:
     config = _load(run)
     assert run.config.startswith("configs/tiny.py:")
-    assert config.data.task == run.dataset
+    assert config.data.task == "mixture" and config.data.mixture == grid.CPU_MIXTURE
     assert (config.train.global_batch_size, config.train.seq_len, config.train.num_steps) == (
         scale.global_batch_size, scale.seq_len, scale.num_steps)
+    rows = sum(int(part.split(":")[1]) for part in config.data.mixture.split(","))
+    assert rows == config.train.global_batch_size
     assert run.paper_perplexity is None
+  assert len({r.workdir("/root") for r in runs}) == 7
 
 
 def test_subsets_and_errors():

@@ -212,6 +212,7 @@ def test_hostile_override_is_data_not_code(gcloud, tmp_path):
     ({"--zone": "US-EAST5-A"}, "not a zone name"),
     ({"--workdir": "/tmp/run"}, "no shared disk"),
     ({"--workdir": "gs:/bkt/x"}, "not a gs://bucket/path"),
+    ({"--workdir": "gs://BUCKET/x"}, "bucket name must be"),
     ({"--name": "Bad_Name"}, "not a valid TPU name"),
     ({"--config": "configs/nope.py"}, "does not exist"),
     ({"--config": "configs/tiny.py:pe=bogus"}, "Unknown pe="),

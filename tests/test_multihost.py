@@ -18,7 +18,7 @@ COMMON = [
     "-m", "rope_jax.train",
     "--config=configs/tiny.py",
     "--config.train.data_source=synthetic",
-    "--config.model.num_layers=2",
+    "--config.model.num_layers=1",
     "--config.train.global_batch_size=8",
     "--config.train.seq_len=32",
     "--config.train.num_steps=6",

@@ -99,10 +99,10 @@ def test_workdirs_on_and_off_the_grid(tmp_path, capsys):
 
 def test_cpu_scale_root(tmp_path, capsys):
   root = str(tmp_path / "cpu")
-  run = grid.find("p025-rope-probe-recall", scale="cpu")
+  run = grid.find("p025-rope-mixture", scale="cpu")
   _write(run.workdir(root), [_eval(300, 3.25, 3.5, 4.0, length=128),
                              {"step": 300, "split": "train", "loss": 1.0}])
   assert results.main([f"--root={root}", "--scale=cpu"]) == 0
   text = capsys.readouterr().out
-  assert "Recall probe (ours)" in text and "(paper)" not in text
-  assert "| 0.25-RoPE | — | — | — | 3.2500 |" in text
+  assert "Corpus + probes (ours)" in text and "(paper)" not in text
+  assert "| 0.25-RoPE | 3.2500 |" in text

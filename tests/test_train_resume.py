@@ -1,10 +1,9 @@
 """The training CLI end to end: SIGKILL + resume exactness, corrupted-checkpoint fallback,
 SIGTERM preemption, and a non-finite loss stopping the run. Each run is a subprocess of
-``python -m rope_jax.train`` on a 2-layer tiny model and the synthetic source."""
+``python -m rope_jax.train`` on a 1-layer tiny model and the synthetic source."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ STEPS = 20
 COMMON = [
     "--config=configs/tiny.py",
     "--config.train.data_source=synthetic",
-    "--config.model.num_layers=2",
+    "--config.model.num_layers=1",
     "--config.train.global_batch_size=4",
     "--config.train.seq_len=32",
     f"--config.train.num_steps={STEPS}",
@@ -55,7 +54,7 @@ def _losses(workdir):
 
 def _abstract_state():
   c = config_lib.load_config("configs/tiny.py")
-  c.model.num_layers = 2
+  c.model.num_layers = 1
   c.train.warmup_steps = 2
   c.train.num_steps = STEPS
   s = config_lib.validate(c)
@@ -143,7 +142,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   step, state, data_state, meta = _restore(workdir)
   assert step == last >= 3
   assert data_state == {"index": step}
-  assert meta["config"]["model"]["num_layers"] == 2
+  assert meta["config"]["model"]["num_layers"] == 1
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
 
 

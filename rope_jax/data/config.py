@@ -14,13 +14,29 @@ import ml_collections
 
 PROBE_KINDS = ("copy", "reverse", "recall")
 TFDS_TASKS = ("wiki", "flan_v2")
-TASKS = ("offline", *TFDS_TASKS, *(f"probe_{kind}" for kind in PROBE_KINDS))
+TASKS = ("offline", *TFDS_TASKS, *(f"probe_{kind}" for kind in PROBE_KINDS), "mixture")
 
 
 def check_task(task: str) -> None:
   """Raises a ValueError listing the known tasks when ``task`` is not one of them."""
   if task not in TASKS:
     raise ValueError(f"Unknown data task {task!r}; known tasks: {', '.join(TASKS)}.")
+
+
+def parse_mixture(spec: str) -> tuple[tuple[str, int], ...]:
+  """``"offline:8,probe_recall:4"`` -> ``(("offline", 8), ("probe_recall", 4))``."""
+  parts = []
+  for item in (p.strip() for p in spec.split(",") if p.strip()):
+    task, _, rows = item.partition(":")
+    if task not in TASKS or task == "mixture" or not rows.isdigit() or int(rows) < 1:
+      raise ValueError(
+          f"Bad data.mixture entry {item!r} in {spec!r}: want task:rows with rows >= 1 and task "
+          f"one of {', '.join(t for t in TASKS if t != 'mixture')}.")
+    parts.append((task, int(rows)))
+  if not parts or len({t for t, _ in parts}) != len(parts):
+    raise ValueError(f"data.mixture {spec!r} must name each component task once, e.g. "
+                     "'offline:8,probe_recall:4'.")
+  return tuple(parts)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -46,6 +62,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Shuffle buffer in documents for the streaming TFDS tasks (the offline corpus is permuted
   # whole each epoch).
   c.shuffle_buffer_size = 10_000
+  # task="mixture": "task:rows,task:rows,..." — every global batch holds exactly `rows` rows of
+  # each component task, in this order (the rows must add up to the global batch size), e.g.
+  # "offline:8,probe_copy:2,probe_reverse:2,probe_recall:4". Must be "" for any other task.
+  c.mixture = ""
   # Synthetic probes (rope_jax.data.probes): token ids 5.. are `num_symbols` symbols (copied,
   # reversed, or recalled values), then `num_keys` recall keys; `num_queries` recall queries per
   # row. Rows are filled to the sequence length, so longer eval lengths give longer probes.
@@ -76,6 +96,13 @@ def validate(section: Any) -> ml_collections.ConfigDict:
   _check_keys(section, default, "config.data")
   _check_keys(section.probe, default.probe, "config.data.probe")
   check_task(section.task)
+  if not isinstance(section.mixture, str):
+    raise ValueError(f"config.data.mixture must be a string, got {section.mixture!r}.")
+  if section.task == "mixture":
+    parse_mixture(section.mixture)
+  elif section.mixture:
+    raise ValueError(f"config.data.mixture={section.mixture!r} is set but config.data.task="
+                     f"{section.task!r}; set task='mixture' to use it.")
   for key in ("vocab_path", "tfds_data_dir", "tfds_name"):
     if not isinstance(section[key], str):
       raise ValueError(f"config.data.{key} must be a string, got {section[key]!r}.")

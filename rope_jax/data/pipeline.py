@@ -227,6 +227,35 @@ class StreamingIterator(DataIterator):
       next(self)
 
 
+class MixtureIterator(DataIterator):
+  """Fixed rows per component task in every global batch (``data.mixture``), in order.
+
+  Component ``k`` with ``r_k`` rows is its own iterator with global batch ``r_k`` (so each is
+  deterministic and resumable on its own); this process's rows are the concatenation of each
+  component's local rows. The state nests the components' states.
+  """
+
+  def __init__(self, parts: dict[str, DataIterator], **kwargs):
+    super().__init__(**kwargs)
+    self._parts = parts
+
+  def _next_batch(self) -> Batch:
+    batches = [next(it) for it in self._parts.values()]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+  def _identity(self) -> State:
+    return {**super()._identity(), "parts": list(self._parts)}
+
+  def get_state(self) -> State:
+    return {**super().get_state(), "part_states": {k: it.get_state()
+                                                   for k, it in self._parts.items()}}
+
+  def _restore(self, state: State) -> None:
+    self.step = int(state["step"])
+    for name, it in self._parts.items():
+      it.set_state(state["part_states"][name])
+
+
 def _fingerprint(documents: tuple[np.ndarray, ...]) -> str:
   """sha256 (16 hex digits) of a tokenized document list."""
   h = hashlib.sha256()
@@ -277,6 +306,20 @@ def make_iterator(data_config: ml_collections.ConfigDict, *, split: str, global_
   common = dict(task=data_config.task, split=split, global_batch_size=global_batch_size,
                 seq_len=seq_len, seed=int(seed), process_index=process_index,
                 process_count=process_count)
+  if data_config.task == "mixture":
+    parts = config_lib.parse_mixture(data_config.mixture)
+    total = sum(rows for _, rows in parts)
+    if total != global_batch_size:
+      raise ValueError(f"data.mixture {data_config.mixture!r} has {total} rows per batch but the "
+                       f"global batch size is {global_batch_size}; make them equal.")
+    sub = {}
+    for task, rows in parts:
+      part_config = ml_collections.ConfigDict(data_config.to_dict())
+      part_config.task, part_config.mixture = task, ""
+      sub[task] = make_iterator(part_config, split=split, global_batch_size=rows,
+                                seq_len=seq_len, seed=seed, process_index=process_index,
+                                process_count=process_count)
+    return MixtureIterator(sub, **common)
   if data_config.task in tasks.PROBE_TASKS:
     kwargs = tasks.probe_kwargs(data_config, tasks.get_vocabulary(data_config))
     return ProbeIterator(data_config.task.removeprefix("probe_"), kwargs, **common)

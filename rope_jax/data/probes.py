@@ -14,8 +14,10 @@ Token ids (any vocabulary with Gemma's specials works, e.g. the offline one): 2 
 * ``reverse`` (positional): ``[bos] x_1..x_n [sep] x_n..x_1``; the source of each answer sits at a
   different offset, so only absolute/relative position solves it.
 * ``recall`` (semantic, associative recall): ``[bos] k_1 v_1 .. k_m v_m [sep] k_q v_q ...`` with
-  ``m = min(K, (L-1-2Q)//2)`` distinct keys, random values, then ``Q = num_queries`` queried pairs
-  picked at random: the answer is the value bound to the key wherever it is, at any distance.
+  ``m = min(K, S)`` distinct keys and random values placed in m random slots of the
+  ``S = (L-2-2Q)//2`` pair slots of the context (the others hold filler pairs ``FILLER_ID``),
+  then ``Q = num_queries`` queried pairs: the answer is the value bound to the key wherever it
+  is, at any distance; longer rows spread the pairs over longer distances.
 
 Longer evaluation lengths give longer probes (more symbols / more pairs), so the same probe at 2x
 and 4x the training length tests length generalisation. Validation examples use a fixed seed,
@@ -35,6 +37,7 @@ from rope_jax.data import packing
 
 KINDS = config.PROBE_KINDS
 BOS_ID = packing.BOS_ID
+FILLER_ID = 3  # recall's empty context slots (Gemma's <unk>; no probe answer is ever 3)
 SEP_ID = 4
 FIRST_SYMBOL_ID = 5
 VALIDATION_SEED = 20_241_008  # arXiv v1 date of the paper; fixed so eval sets match across runs
@@ -68,17 +71,21 @@ def _sequence(kind: str, rng: np.random.Generator, seq_len: int, num_symbols: in
     mask[n + 1:] = True  # targets s[n+2:] are the answer tokens
     return s, mask
   if kind == "recall":
-    m = min(num_keys, (seq_len - 1 - 2 * num_queries) // 2)
+    slots = (seq_len - 2 - 2 * num_queries) // 2  # (key, value) slots before [sep]
+    m = min(num_keys, slots)
     if m < max(num_queries, 1):
       raise ValueError(f"seq_len {seq_len} is too short for {num_queries} recall queries.")
     keys = FIRST_SYMBOL_ID + num_symbols + rng.choice(num_keys, size=m, replace=False)
     values = symbols(m)
     q = rng.choice(m, size=num_queries, replace=False)
-    context = np.stack([keys, values], 1).reshape(-1)
+    # The m pairs sit in m random slots of the whole context (filler pairs elsewhere), so a
+    # longer row puts the same number of pairs further apart: 2x / 4x test longer distances.
+    context = np.full((slots, 2), FILLER_ID)
+    context[np.sort(rng.choice(slots, size=m, replace=False))] = np.stack([keys, values], 1)
     queries = np.stack([keys[q], values[q]], 1).reshape(-1)
-    s = np.concatenate([[BOS_ID], context, [SEP_ID], queries])
+    s = np.concatenate([[BOS_ID], context.reshape(-1), [SEP_ID], queries])
     mask = np.zeros(len(s) - 1, bool)
-    mask[2 * m + 2::2] = True  # targets that follow each query key
+    mask[2 * slots + 2::2] = True  # targets that follow each query key
     return s, mask
   raise ValueError(f"Unknown probe kind {kind!r}; known: {KINDS}.")
 
