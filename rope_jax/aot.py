@@ -113,7 +113,10 @@ def compile_for_topology(config: Any, topology: str, num_slices: int = 1) -> Aot
       topology=topology, device_kind=kind, num_devices=len(devices),
       mesh={k: int(v) for k, v in setup.mesh.shape.items()},
       memory=train_lib.memory_report(compiled), hbm_bytes=hbm,
-      xla_flops_per_device=train_lib.cost_flops(compiled),
+      # XLA's cost analysis counts a loop body once: with gradient accumulation the step runs
+      # the microbatch body grad_accum_steps times.
+      xla_flops_per_device=(None if (f := train_lib.cost_flops(compiled)) is None
+                            else f * train_cfg.grad_accum_steps),
       model_flops_per_step=flops_lib.train_flops_per_step(
           sections["model"], train_cfg.global_batch_size, train_cfg.seq_len),
       pallas_kernels=lowered.as_text().count("tpu_custom_call"))
