@@ -62,9 +62,12 @@ def measure(shape: tuple[int, ...], dtype, rounds: int) -> dict[str, float]:
     _time(fn, x, positions)
     _time(fn, x, positions)
   times: dict[str, list[float]] = {name: [] for name in candidates}
+  order = list(candidates)
+  rng = np.random.default_rng(0)
   for _ in range(rounds):
-    for name, fn in candidates.items():
-      times[name].append(_time(fn, x, positions))
+    rng.shuffle(order)  # No candidate always runs after the same (cache-thrashing) neighbour.
+    for name in order:
+      times[name].append(_time(candidates[name], x, positions))
   return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -86,8 +89,12 @@ def main(_):
       f"`python -m benchmarks.rope_kernel` · input [B, L, N, H] = {list(shape)} · "
       f"{report.machine_line()}\n\n"
       "Ratio = median time of the candidate / median time of one elementwise pass (`x * c`) "
-      "over the same bytes, measured in the same run, interleaved. Lower is better; 1.00x is "
-      "the floor.\n\n" + report.markdown_table(["dtype", "candidate", "time / floor"], rows))
+      "over the same bytes, measured in the same run, interleaved in a shuffled order each "
+      "round. Lower is better; 1.00x is the floor. `apply_rope` evaluates sin/cos once per "
+      "position of the row (`arange(L)`, gathered by position; a `lax.cond` falls back to "
+      "direct evaluation for positions outside [0, L)) and then makes one fused rotation pass; "
+      "the straightforward formulation lets XLA fuse sin/cos into the rotation loop, where "
+      "XLA:CPU recomputes them for every head and pair member.\n\n" + report.markdown_table(["dtype", "candidate", "time / floor"], rows))
   if not on_cpu:
     abs_rows = [[dt, name, f"{t * 1e6:.1f}"] for dt, med in results.items()
                 for name, t in med.items()]

@@ -192,16 +192,32 @@ def rotate(x: jax.Array, cos: jax.Array, sin: jax.Array, layout: str = "split_ha
   return out.reshape(x.shape)
 
 
-def _materialize(table: jax.Array) -> jax.Array:
-  """Makes XLA compute ``table`` once instead of inside every consumer element.
+def _sincos_table(positions: jax.Array, freqs: np.ndarray, scale_factor: float
+                  ) -> tuple[jax.Array, jax.Array]:
+  """cos/sin of ``positions [..., L] x freqs [F]`` as float32 ``[..., L, F]``, computed once.
 
-  XLA:CPU fuses the sin/cos producers into the rotation loop, recomputing them for every one
-  of the N heads and both pair members (16x for Gemma's [B, L, 8, 256]), and it expands
-  ``optimization_barrier`` away before fusion. A reduction is never fused into an elementwise
-  consumer, so an exact no-op max against a constant below the range of cos/sin (-2) pins the
-  table in memory. Tables are [..., L, 1, F]: N·2 times smaller than the tensor they rotate.
+  Positions almost always lie in ``[0, L)`` (training rows, packed documents, evaluation), so
+  the table is evaluated for ``arange(L)`` only (B times fewer sin/cos than per row) and its
+  rows are gathered; any position outside that range (e.g. decoding at an offset) takes the
+  direct path. Both paths evaluate the same float32 formula. The ``lax.cond`` also keeps XLA
+  from fusing sin/cos into the rotation loop, where XLA:CPU would recompute them for every
+  head and pair member (16x for Gemma's [B, L, 8, 256]).
   """
-  return jnp.max(jnp.stack([table, jnp.full_like(table, -2.0)]), axis=0)
+  length = positions.shape[-1]
+
+  def direct(pos):
+    angles = rope_angles(pos, freqs, scale_factor)
+    return jnp.cos(angles), jnp.sin(angles)
+
+  def by_position(pos):
+    cos, sin = direct(jnp.arange(length, dtype=jnp.int32))
+    return jnp.take(cos, pos, axis=0, mode="clip"), jnp.take(sin, pos, axis=0, mode="clip")
+
+  if not jnp.issubdtype(positions.dtype, jnp.integer):
+    return direct(positions)  # Fractional positions (analysis): no table to index.
+  positions = positions.astype(jnp.int32)
+  in_range = jnp.all((positions >= 0) & (positions < length))
+  return jax.lax.cond(in_range, by_position, direct, positions)
 
 
 def rope_tables(
@@ -234,15 +250,11 @@ def rope_tables(
   if nonzero.size == 0:
     return None
   lo, hi = int(nonzero[0]), int(nonzero[-1]) + 1  # Rotating pairs are one contiguous run.
-  angles = rope_angles(positions, freqs[lo:hi], scale_factor)  # [..., L, F']
-  cos_sin = _materialize(jnp.stack([jnp.cos(angles), jnp.sin(angles)]))  # [2, ..., L, F']
-  # Identity pairs: cos = 1, sin = 0 exactly (pad with 0, then add 1 to the cos padding).
-  pad = [(0, 0)] * (cos_sin.ndim - 1) + [(lo, freqs.size - hi)]
-  cos_sin = jnp.pad(cos_sin, pad)
-  cos_one = np.zeros((2, freqs.size), np.float32)
-  cos_one[0, :lo], cos_one[0, hi:] = 1.0, 1.0
-  cos_sin = cos_sin + cos_one.reshape((2,) + (1,) * (cos_sin.ndim - 2) + (freqs.size,))
-  return cos_sin[0][..., None, :], cos_sin[1][..., None, :]
+  cos, sin = _sincos_table(positions, freqs[lo:hi], scale_factor)  # [..., L, F']
+  pad = [(0, 0)] * (cos.ndim - 1) + [(lo, freqs.size - hi)]  # Identity pairs: exactly 1 and 0.
+  cos = jnp.pad(cos, pad, constant_values=1.0)[..., None, :]
+  sin = jnp.pad(sin, pad, constant_values=0.0)[..., None, :]
+  return cos, sin
 
 
 def apply_rope_tables(

@@ -170,6 +170,8 @@ class _Recorder:
     value = getattr(self._cfg, name)
     if isinstance(value, ml_collections.ConfigDict):
       return _Recorder(value, self._seen, f"{self._prefix}{name}.")
+    if callable(value):  # A ConfigDict method (e.g. to_dict), not a key.
+      return value
     self._seen.add(self._prefix + name)
     return value
 
@@ -184,10 +186,12 @@ def _leaves(cfg, prefix=""):
 
 def test_every_default_config_key_is_consumed():
   seen = set()
-  for task in ("offline", "probe_recall", "wiki"):
+  for task in ("offline", "probe_recall", "wiki", "mixture"):
     cfg = data.default_config()
     cfg.task = task
     cfg.shuffle_buffer_size = 8
+    if task == "mixture":
+      cfg.mixture = "probe_copy:1,probe_recall:1"
     if task == "wiki":
       cfg.vocab_path = offline_corpus.DEFAULT_VOCAB_PATH
     with tfds.testing.mock_data(num_examples=4):

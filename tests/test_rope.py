@@ -227,3 +227,16 @@ def test_chunk_frequencies_mark_identity_chunks():
   x = jnp.arange(8.0).reshape(1, 8)
   np.testing.assert_array_equal(rope.to_pairs(x, "split_half")[0], [[0, 4], [1, 5], [2, 6], [3, 7]])
   np.testing.assert_array_equal(rope.to_pairs(x, "interleaved")[0], [[0, 1], [2, 3], [4, 5], [6, 7]])
+
+
+@pytest.mark.parametrize("offset", [0, 5000, -3])
+def test_positions_outside_the_row_length_take_the_direct_path(offset):
+  """Tables are indexed by position for 0 <= p < L; other positions (decoding offsets,
+  anything) are computed directly and must agree with the float64 reference just the same."""
+  x, _ = _inputs(shape=(2, 16, 2, 32))
+  pos = np.broadcast_to(np.arange(16) + offset, (2, 16)).astype(np.int32)
+  got = jax.jit(lambda x, p: rope.apply_rope(x, p, fraction=0.75))(jnp.asarray(x), jnp.asarray(pos))
+  np.testing.assert_allclose(np.asarray(got), reference.rope(x, pos, fraction=0.75), atol=5e-4)
+  decode = rope.apply_rope(jnp.asarray(x[:, :1]), jnp.asarray(pos[:, 5:6]), fraction=0.75)
+  np.testing.assert_allclose(np.asarray(decode), reference.rope(x[:, :1], pos[:, 5:6],
+                                                                fraction=0.75), atol=5e-4)
