@@ -23,6 +23,7 @@ from rope_jax import analyze
 from rope_jax import checkpoint
 from rope_jax import config_lib
 from rope_jax.analysis import restore
+from tests import fake_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP = 3
@@ -77,7 +78,7 @@ def _write_sharded_run(workdir, arg="pe=rope"):
   os.makedirs(workdir, exist_ok=True)
   proc = subprocess.run(
       [sys.executable, "-c", _WRITE_SHARDED_RUN, str(workdir), str(STEP), arg], cwd=REPO,
-      env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"), capture_output=True,
+      env=_env(XLA_FLAGS=fake_devices.xla_flags(8)), capture_output=True,
       text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return str(workdir)

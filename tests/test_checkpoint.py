@@ -21,6 +21,7 @@ import pytest
 
 from rope_jax import checkpoint
 from rope_jax import preemption
+from tests import fake_devices
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -182,9 +183,7 @@ def test_restore_onto_different_sharding(tmp_path):
   with _ckpt(one_dev_dir) as ckpt:
     ckpt.save(5, make_state(5))
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (
-      env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-  )
+  env["XLA_FLAGS"] = fake_devices.xla_flags(8)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
   proc = subprocess.run(
@@ -497,9 +496,7 @@ def _free_port() -> int:
 def test_two_processes_agree_on_preemption_step(tmp_path):
   """Loopback 2-process cluster: SIGTERM on one host, both save the same step."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (
-      env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-  )
+  env["XLA_FLAGS"] = fake_devices.xla_flags(2)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
   port, directory = str(_free_port()), str(tmp_path / "ckpt")

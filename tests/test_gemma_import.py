@@ -23,6 +23,7 @@ from rope_jax import model as model_lib
 from rope_jax.weights import checkpoints
 from rope_jax.weights import gemma
 from rope_jax.weights import safetensors_io
+from tests import fake_devices
 
 TESTDATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata")
 MODELS = ("gemma_tiny_mqa", "gemma_tiny_mha")
@@ -271,7 +272,7 @@ def test_import_onto_a_mesh_in_a_subprocess():
   """With 4 CPU devices: params land in their NamedShardings and the logits are unchanged."""
   code = f"""
 import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["XLA_FLAGS"] = {fake_devices.xla_flags(4)!r}
 os.environ["JAX_PLATFORMS"] = "cpu"
 import sys; sys.path.insert(0, {REPO!r})
 import jax, jax.numpy as jnp, numpy as np

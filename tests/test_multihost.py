@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from rope_jax import metrics
+from tests import fake_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = [
@@ -40,7 +41,7 @@ def _free_port() -> int:
 
 def _env(devices: int) -> dict[str, str]:
   return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+              XLA_FLAGS=fake_devices.xla_flags(devices))
 
 
 def test_two_processes_match_one_process_with_four_devices(tmp_path):

@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from tests import fake_devices
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESHES = {"1dev": None, "data8": (8, 1, 1), "data2_fsdp4": (2, 4, 1),
           "data2_fsdp2_tensor2": (2, 2, 2)}
@@ -82,7 +84,7 @@ def _worker() -> dict:
 
 
 def test_meshes_match_one_device():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=fake_devices.xla_flags(8),
              PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=900)

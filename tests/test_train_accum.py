@@ -22,6 +22,7 @@ import pytest
 from rope_jax import config_lib
 from rope_jax import sharding
 from rope_jax import train_lib
+from tests import fake_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B, L = 8, 32
@@ -168,8 +169,7 @@ print("RESULT " + json.dumps(out))
 
 def test_microbatches_stay_sharded_on_four_devices():
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
-             + " --xla_force_host_platform_device_count=4")
+             XLA_FLAGS=fake_devices.xla_flags(4))
   proc = subprocess.run([sys.executable, "-c", _WORKER], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
