@@ -25,20 +25,5 @@ def get_config(arg=None):
       head_dim=256,
       mlp_dim=16_384,
   )
-  # The paper's schedule (SPEC.md §2g). The paper does not state the optimizer, learning rate,
-  # warmup or decay: learning_rate / warmup_steps below are our choice for a ~2B model, not the
-  # paper's.
-  config.train.update(
-      global_batch_size=512,
-      seq_len=8192,
-      num_steps=10_000,
-      learning_rate=3e-4,
-      warmup_steps=1000,
-  )
-  config.eval.every_steps = 1000
-  # Eval runs at 1x/2x/4x the training length; the full 512-row batch at 32k tokens would need
-  # ~1 TB of logits per v5p-32 chip. 64 rows divide any data-parallel size up to 64.
-  config.eval.global_batch_size = 64
-  config.checkpoint.save_every_steps = 500
-  config.data.task = "wiki"
+  config_lib.apply_paper_schedule(config)
   return config_lib.apply_arg(config, arg)

@@ -19,16 +19,5 @@ def get_config(arg=None):
       head_dim=256,
       mlp_dim=24_576,
   )
-  # The paper's schedule (SPEC.md §2g); learning_rate / warmup_steps are our choice (the paper
-  # does not state them).
-  config.train.update(
-      global_batch_size=512,
-      seq_len=8192,
-      num_steps=10_000,
-      learning_rate=3e-4,
-      warmup_steps=1000,
-  )
-  config.eval.every_steps = 1000
-  config.checkpoint.save_every_steps = 500
-  config.data.task = "wiki"
+  config_lib.apply_paper_schedule(config)
   return config_lib.apply_arg(config, arg)
