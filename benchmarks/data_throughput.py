@@ -10,7 +10,7 @@ excludes one-off costs (building the corpus, TensorFlow start-up, tokenizing the
   with the shipped 2048-piece vocabulary since Gemma's is not available offline;
 * ``probe_recall`` (generated in numpy);
 * the tiny model's train step, stood in for by a jitted forward + backward of a two-layer MLP with
-  the same model FLOPs per token as ``configs/tiny.py`` (``rope_jax.flops``). A matmul-only
+  the same model FLOPs per token as ``configs/tiny.py`` (``rope_jax.training.flops``). A matmul-only
   stand-in runs faster than the real step, so the ratio it gives is a lower bound.
 
 A Gemma 2B step consumes 512 x 8192 tokens; per host that is (chips per host) x (peak FLOP/s) x
@@ -36,8 +36,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from benchmarks import report
-from rope_jax import config_lib
-from rope_jax import flops
+from rope_jax.config import base as config_lib
+from rope_jax.training import flops
 import rope_jax.data as data
 from rope_jax.data import offline_corpus
 

@@ -62,7 +62,7 @@ def write_checkpoint(directory: str, num_layers: int, dtype: str) -> int:
   import ml_dtypes  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import gemma  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import safetensors_io  # pylint: disable=g-import-not-at-top
-  from rope_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
 
   cfg = model_lib.ModelConfig(num_layers=num_layers, **SIZES)
   np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(np.float32)
@@ -84,8 +84,8 @@ def write_checkpoint(directory: str, num_layers: int, dtype: str) -> int:
 def worker(mode: str, src: str, dtype: str) -> dict[str, float]:
   """One measurement in this (fresh) process."""
   import jax  # pylint: disable=g-import-not-at-top
-  from rope_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax.weights import checkpoints  # pylint: disable=g-import-not-at-top
+  from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import gemma  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import safetensors_io  # pylint: disable=g-import-not-at-top
 
@@ -167,7 +167,7 @@ def _write_report(results: dict[str, dict[str, float]], file_bytes: int) -> None
       f"(the embedding table, {SIZES['vocab_size'] * SIZES['embed_dim'] * 4 / 2**20:,.0f} MiB "
       "in float32) in flight.\n"
       "* `streamed + save` adds writing the rope_jax Orbax checkpoint through "
-      "`rope_jax.checkpoint`, as `python -m rope_jax.import_gemma` does: about one more copy, "
+      "`rope_jax.checkpoint.manager`, as `python -m rope_jax.import_gemma` does: about one more copy, "
       "Orbax's device-to-host copy of the params (on the CPU backend the device is the host). "
       "The save-time integrity fingerprints are computed one leaf at a time, so they add at most "
       "the largest leaf's temporaries (an earlier version hashed all leaves in one jit and "

@@ -8,10 +8,10 @@ r"""Train-step throughput and MFU; writes the ``train_step`` section of BENCHMAR
 
 Measures the compiled ``train_lib`` train step (the one ``rope_jax.train`` runs; the batch is
 fixed, so the input pipeline is not timed): tokens/s and MFU = model FLOPs (6·N + causal
-attention, ``rope_jax.flops``) per second over the peak. On CPU the peak is a float32 matmul
+attention, ``rope_jax.training.flops``) per second over the peak. On CPU the peak is a float32 matmul
 rate measured in the same process just before and just after the timed steps (the larger of
 the two is used), so MFU is a ratio measured side by side on the shared machine; on an
-accelerator it is the dense bf16 peak from ``rope_jax.flops.PEAK_FLOPS``.
+accelerator it is the dense bf16 peak from ``rope_jax.training.flops.PEAK_FLOPS``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ DEFAULTS = {"tiny": (8, [128]), "small_100m": (4, [256])}
 
 
 def _config(name: str, batch: int, seq_len: int):
-  from rope_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.load_config(f"configs/{name}.py")
   c.train.data_source = "synthetic"
   c.train.global_batch_size = batch
@@ -62,7 +62,10 @@ def _config(name: str, batch: int, seq_len: int):
 def measure(name: str, batch: int, seq_len: int, steps: int) -> dict[str, object] | None:
   """Times ``steps`` train steps; None if the step does not fit in device memory."""
   import jax  # pylint: disable=g-import-not-at-top
-  from rope_jax import config_lib, flops, synthetic_data, train_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import flops  # pylint: disable=g-import-not-at-top
+  from rope_jax.data import synthetic as synthetic_data  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import train_lib  # pylint: disable=g-import-not-at-top
   sections = config_lib.validate(_config(name, batch, seq_len))
   model_cfg = sections["model"]
   setup = train_lib.make_setup(model_cfg, sections["train"], sections["mesh"])
@@ -137,7 +140,7 @@ def _body(rows: list[dict[str, object]]) -> str:
           "script).", "", report.machine_line(), "",
           report.markdown_table(header, table)]
   text.append(
-      "MFU = model FLOPs (6·N_matmul + causal attention, `rope_jax.flops`; remat not counted) "
+      "MFU = model FLOPs (6·N_matmul + causal attention, `rope_jax.training.flops`; remat not counted) "
       "per second over the peak. "
       + ("The peak is a float32 2048² matmul measured in the same process just before and "
          "after the timed steps (the larger is used), so the MFU column is a ratio measured "
@@ -155,7 +158,8 @@ def _body(rows: list[dict[str, object]]) -> str:
 
 
 def run_aot() -> str:
-  from rope_jax import aot, config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax import aot
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.load_config("configs/gemma_2b.py")
   c.mesh.data, c.mesh.fsdp = 1, -1
   c.train.global_batch_size, c.train.seq_len = 256, 2048

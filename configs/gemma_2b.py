@@ -6,12 +6,12 @@ on Wikipedia (``data=flan_v2`` for FlanV2). One Table 2 cell::
 
     configs/gemma_2b.py:pe=p_rope,p=0.75,data=wiki
 
-The Table 2 grid is ``rope_jax.grid``. wiki / flan_v2 need Gemma's tokenizer
+The Table 2 grid is ``rope_jax.sweeps.grid``. wiki / flan_v2 need Gemma's tokenizer
 (``--config.data.vocab_path=gs://.../tokenizer.model``) and the prepared TFDS data
 (``--config.data.tfds_data_dir=gs://.../tensorflow_datasets``).
 """
 
-from rope_jax import config_lib
+from rope_jax.config import base as config_lib
 
 
 def get_config(arg=None):

@@ -5,7 +5,7 @@ defaults follow the paper's from-scratch schedule (SPEC.md §2g: batch 512, 8,19
 10,000 steps, Wikipedia), as for ``configs/gemma_2b.py``.
 """
 
-from rope_jax import config_lib
+from rope_jax.config import base as config_lib
 
 
 def get_config(arg=None):

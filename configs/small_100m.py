@@ -7,7 +7,7 @@ accelerator it is a quick p-RoPE ablation size::
     python -m rope_jax.train --config=configs/small_100m.py:pe=p_rope,p=0.75 --workdir=/tmp/s100m
 """
 
-from rope_jax import config_lib
+from rope_jax.config import base as config_lib
 
 
 def get_config(arg=None):

@@ -3,7 +3,7 @@
     python -m rope_jax.train --config=configs/tiny.py:pe=p_rope,p=0.75 --workdir=/tmp/tiny
 """
 
-from rope_jax import config_lib
+from rope_jax.config import base as config_lib
 
 
 def get_config(arg=None):

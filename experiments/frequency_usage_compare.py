@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from rope_jax import analyze
-from rope_jax.analysis import restore
+from rope_jax.checkpoint import rundir as restore
 
 ROW_TITLES = {"q": "queries q", "k": "keys k", "v": "values v (control)"}
 

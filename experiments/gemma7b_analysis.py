@@ -20,7 +20,7 @@ Writes ``frequency_usage.npz``, ``fig3_frequency_usage_layers.png``,
 ``attention_<kind>_L<l>H<h>.png`` into ``--out``. Heads and layers are 0-indexed throughout.
 
 The measurement is ``rope_jax.analyze``'s (``measure``, ``read_prompts``, ``encode_prompts``) on
-the parameters restored by ``rope_jax.analysis.restore`` (parameters only, onto the first local
+the parameters restored by ``rope_jax.checkpoint.rundir`` (parameters only, onto the first local
 device); only these figures and the head report are specific to this script. ``python -m
 rope_jax.analyze`` writes the general outputs (CSV, JSON, ...) of the same measurement.
 """
@@ -36,10 +36,10 @@ import jax
 import numpy as np
 
 from rope_jax import analyze
-from rope_jax import model as model_lib
-from rope_jax import text
+from rope_jax.model import transformer as model_lib
+from rope_jax.data import text
 from rope_jax.analysis import positional_heads
-from rope_jax.analysis import restore
+from rope_jax.checkpoint import rundir as restore
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
   step, model, cfg = restored.step, restored.model, restored.model_config
   if not 0 <= args.layer < cfg.num_layers:
     raise ValueError(f"--layer must be in [0, {cfg.num_layers}), got {args.layer}.")
-  # rope_jax.text, not analyze.load_vocabulary: --vocab=bytes, and no TensorFlow.
+  # rope_jax.data.text, not analyze.load_vocabulary: --vocab=bytes, and no TensorFlow.
   tokenizer = text.load_tokenizer(args.vocab, restored.metadata.get("config"))
   prompts = analyze.encode_prompts(tokenizer, analyze.read_prompts(args.prompts),
                                    vocab_size=cfg.vocab_size, add_bos=not args.no_bos)

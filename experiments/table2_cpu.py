@@ -3,7 +3,7 @@ r"""The paper's Table 2 grid at CPU scale: the README's first command.
     python -m experiments.table2_cpu --workdir=runs/table2_cpu
 
 The seven positional encodings of Table 2 (NoPE, RoPE θ=10k, RoPE θ=500k, 0.75-RoPE reversed,
-0.75 partial rotary, 0.25-RoPE, 0.75-RoPE; ``rope_jax.grid``, the same definition the TPU
+0.75 partial rotary, 0.25-RoPE, 0.75-RoPE; ``rope_jax.sweeps.grid``, the same definition the TPU
 launcher uses) are each trained from scratch on the tiny Gemma-shaped config, offline, on a
 mixture of the CPython-docs corpus and the synthetic probes. Each run is
 ``python -m rope_jax.train`` in its own process (exactly what a TPU worker runs), resumable: a
@@ -31,7 +31,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from rope_jax import grid
+from rope_jax.sweeps import grid
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/table2_cpu", "Root of the runs (one per row).")
 _ROWS = flags.DEFINE_list("rows", None, "Subset of row keys (default: all seven), e.g. "
@@ -67,7 +67,7 @@ def _train(run: grid.Run, workdir: str, overrides: list[str]) -> float:
 
 
 def _finished(workdir: str, num_steps: int) -> bool:
-  from rope_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import manager as checkpoint  # pylint: disable=g-import-not-at-top
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
     return False
@@ -77,8 +77,8 @@ def _finished(workdir: str, num_steps: int) -> bool:
 
 def _evaluate(workdir: str, eval_batches: int) -> dict[str, float]:
   """Perplexity at 1x/2x/4x and probe accuracy at 1x/2x of a restored run."""
-  from rope_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from rope_jax.analysis import restore  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import evaluate  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import rundir as restore  # pylint: disable=g-import-not-at-top
   model, config, step = restore.load_model(workdir)
   seq_len = config.train.seq_len
   batch = config.train.global_batch_size
@@ -135,7 +135,7 @@ def main(argv: list[str]) -> None:
   results = {}
   for run in runs:
     results[run.name] = _evaluate(run.workdir(root), _EVAL_BATCHES.value)
-  from rope_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   seq_len = config_lib.load_config(runs[0].config).train.seq_len
 
   figures_dir = os.path.join(root, "figures")

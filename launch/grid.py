@@ -1,4 +1,4 @@
-r"""Submits the Table 2 grid (``rope_jax.grid``) to Cloud TPU: one TPU VM per cell.
+r"""Submits the Table 2 grid (``rope_jax.sweeps.grid``) to Cloud TPU: one TPU VM per cell.
 
     python -m launch.grid submit --root=gs://BUCKET/rope_jax/table2 --zone=us-east5-a \
         --accelerator_type=v5p-32 --spot \
@@ -25,7 +25,7 @@ import sys
 from typing import Sequence
 
 from launch import tpu
-from rope_jax import grid as grid_lib
+from rope_jax.sweeps import grid as grid_lib
 
 GRID_ACTIONS = ("submit", "status", "logs", "stop", "delete")
 

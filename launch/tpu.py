@@ -332,7 +332,7 @@ def check_config_loads(spec: str, overrides: dict[str, str]) -> list[str]:
   """Loads ``spec`` locally: bad config arguments and unknown override keys raise LaunchError;
   wiki / flan_v2 without a tokenizer or TFDS directory raise too (they would fail on the TPU).
   Returns warnings."""
-  from rope_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   try:
     config = config_lib.load_config(spec)
   except (ValueError, FileNotFoundError) as e:

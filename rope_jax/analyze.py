@@ -5,7 +5,7 @@ r"""Analysis CLI: the paper's §4–5 measurements on a trained (or imported) ru
         --analysis=frequency_usage,heads,patterns --layer=1 --head=5 --out=/tmp/gemma7b
 
 The run's newest intact checkpoint (or ``--step``) is restored onto the host CPU, parameters only
-(``rope_jax.analysis.restore``), whatever mesh trained it. The prompts (``--prompts``, one per
+(``rope_jax.checkpoint.rundir``), whatever mesh trained it. The prompts (``--prompts``, one per
 line; default: ten Shakespeare quotes in ``rope_jax/analysis/prompts.txt``, as the paper's
 Figs 3–4) are tokenized with the run's vocabulary (``rope_jax.data.get_vocabulary`` of its data
 config; ``--vocab_path`` overrides, and imported weights need it), BOS first, and run through the
@@ -53,13 +53,13 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from rope_jax import checkpoint as checkpoint_lib
-from rope_jax import generate as generate_lib
-from rope_jax import model as model_lib
+from rope_jax.checkpoint import manager as checkpoint_lib
+from rope_jax.model import generate as generate_lib
+from rope_jax.model import transformer as model_lib
 from rope_jax import rope as rope_lib
 from rope_jax.analysis import frequency_usage as frequency_usage_lib
 from rope_jax.analysis import positional_heads as positional_heads_lib
-from rope_jax.analysis import restore
+from rope_jax.checkpoint import rundir as restore
 
 ANALYSES: tuple[str, ...] = ("frequency_usage", "heads", "patterns")
 DEFAULT_PROMPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis",

@@ -8,7 +8,7 @@ With ``libtpu`` installed (``pip install -e '.[tpu]'``), ``jax.experimental.topo
 the TPU devices of a topology without a TPU; the same ``train_lib.Setup`` as training builds
 the mesh and shardings over them, and ``.lower(...).compile()`` runs the TPU compiler. Prints
 per-device memory (``memory_analysis()``: does it fit HBM?) and FLOPs per step
-(``cost_analysis()`` next to the model FLOPs of ``rope_jax.flops``), before anyone pays for a
+(``cost_analysis()`` next to the model FLOPs of ``rope_jax.training.flops``), before anyone pays for a
 pod (MaxText's ``train_compile.py`` does the same). Exit code 1 if it does not fit.
 """
 
@@ -94,9 +94,9 @@ def topology_devices(topology: str, num_slices: int = 1) -> list[Any]:
 
 def compile_for_topology(config: Any, topology: str, num_slices: int = 1) -> AotReport:
   """Compiles ``config``'s train step for ``topology``; ValueErrors as in training."""
-  from rope_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import train_lib  # pylint: disable=g-import-not-at-top
 
   sections = config_lib.validate(config)
   devices = topology_devices(topology, num_slices)

@@ -14,7 +14,7 @@ rows, the gemma library's 256,128 (as ``configs/gemma_*.py``): set
 ``--config.model.param_dtype=bfloat16`` halves the memory (the official weights are bf16).
 
 The result is ``<out>/checkpoints/<step>/`` with ``{"params": ...}`` and the config in the
-metadata, restored like any trained run (``rope_jax.weights.checkpoints.restore_model``, the
+metadata, restored like any trained run (``rope_jax.checkpoint.params.restore_model``, the
 analysis scripts, ``python -m rope_jax.sample``). With ``--shard`` the params are laid out on
 the config's mesh while importing (a TPU host importing 7B with ``--config.mesh.fsdp=-1``).
 """
@@ -44,10 +44,10 @@ flags.mark_flags_as_required(["src", "out"])
 
 def main(argv: list[str]) -> None:
   del argv
-  from rope_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
   from rope_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax.weights import checkpoints  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import gemma  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config

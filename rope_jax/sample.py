@@ -31,9 +31,9 @@ flags.mark_flags_as_required(["workdir", "prompt"])
 
 def main(argv: list[str]) -> None:
   del argv
-  from rope_jax import generate as generate_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax import text  # pylint: disable=g-import-not-at-top
-  from rope_jax.weights import checkpoints  # pylint: disable=g-import-not-at-top
+  from rope_jax.model import generate as generate_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.data import text  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
 
   step, model, metadata = checkpoints.restore_model(FLAGS.workdir, step=FLAGS.step)
   tokenizer = text.load_tokenizer(FLAGS.vocab, metadata.get("config"))

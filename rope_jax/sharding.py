@@ -8,7 +8,7 @@ The mesh has three axes, MaxText style:
 
 Each axis has an ICI size (devices within a slice, ``mesh.data`` …) and a DCN size (slices,
 ``mesh.dcn_data`` …); the device mesh axis is their product. Every parameter names its
-dimensions logically (``("embed", "mlp")``, see ``rope_jax.model``) and the config's
+dimensions logically (``("embed", "mlp")``, see ``rope_jax.model.transformer``) and the config's
 ``mesh.logical_axis_rules`` maps logical names to mesh axes. A mesh axis that does not divide a
 dimension is dropped for that dimension (e.g. one MQA key/value head is replicated over
 ``tensor``), so any rule set gives a valid layout.
@@ -33,7 +33,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # MaxText-style defaults: batch over data+fsdp, weights' "embed" dim over fsdp, heads / MLP /
-# vocabulary over tensor. Activation names are used by rope_jax.model via constrain().
+# vocabulary over tensor. Activation names are used by rope_jax.model.transformer via constrain().
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("activation_batch", ("data", "fsdp")),

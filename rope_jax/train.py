@@ -112,12 +112,12 @@ def run(config: Any, workdir: str) -> dict[str, float]:
     NonFiniteError: NaN or inf loss or gradient norm.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from rope_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax import preemption  # pylint: disable=g-import-not-at-top
-  from rope_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import manager as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import preemption  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import train_lib  # pylint: disable=g-import-not-at-top
 
   sections = config_lib.validate(config)
   model_cfg, train_cfg = sections["model"], sections["train"]

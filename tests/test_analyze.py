@@ -20,9 +20,9 @@ import pytest
 from matplotlib import image as mpimg
 
 from rope_jax import analyze
-from rope_jax import checkpoint
-from rope_jax import config_lib
-from rope_jax.analysis import restore
+from rope_jax.checkpoint import manager as checkpoint
+from rope_jax.config import base as config_lib
+from rope_jax.checkpoint import rundir as restore
 from tests import fake_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +35,10 @@ _WRITE_SHARDED_RUN = r"""
 import json, os, sys
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
-from rope_jax import checkpoint, config_lib, sharding, train_lib
+from rope_jax import sharding
+from rope_jax.checkpoint import manager as checkpoint
+from rope_jax.config import base as config_lib
+from rope_jax.training import train_lib
 workdir, step, arg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 assert jax.device_count() == 8, jax.devices()
 config = config_lib.load_config("configs/tiny.py:" + arg)
@@ -99,8 +102,8 @@ def _tiny_config(arg="pe=rope"):
 def _save_params_only(workdir, arg, *, metadata=None, config=True):
   """A params-only checkpoint as rope_jax.import_gemma writes it (weights.checkpoints)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from rope_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax.weights import checkpoints  # pylint: disable=g-import-not-at-top
+  from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
   cfg_dict = json.loads(_tiny_config(arg).to_json_best_effort())
   cfg = model_lib.ModelConfig.from_dict(cfg_dict["model"])
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.Transformer(cfg, rngs=nnx.Rngs(1))))

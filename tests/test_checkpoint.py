@@ -1,4 +1,4 @@
-"""Tests for rope_jax.checkpoint and rope_jax.preemption (CPU, small, < ~20 s)."""
+"""Tests for rope_jax.checkpoint.manager and rope_jax.training.preemption (CPU, small, < ~20 s)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
-from rope_jax import checkpoint
-from rope_jax import preemption
+from rope_jax.checkpoint import manager as checkpoint
+from rope_jax.training import preemption
 from tests import fake_devices
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ _SUBPROCESS_SRC = _MAKE_STATE_SRC + textwrap.dedent("""
     import jax
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from rope_jax.checkpoint import Checkpointer
+    from rope_jax.checkpoint.manager import Checkpointer
 
     save_dir, load_dir = sys.argv[1], sys.argv[2]
     assert jax.device_count() == 8, jax.devices()
@@ -457,7 +457,8 @@ _TWO_PROCESS_SRC = textwrap.dedent("""
     import numpy as np
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from rope_jax import checkpoint, preemption
+    from rope_jax.checkpoint import manager as checkpoint
+    from rope_jax.training import preemption
 
     mesh = jax.make_mesh((4,), ("data",))
     rows, repl = NamedSharding(mesh, P("data", None)), NamedSharding(mesh, P())

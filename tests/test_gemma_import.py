@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from rope_jax import analysis
-from rope_jax import model as model_lib
-from rope_jax.weights import checkpoints
+from rope_jax.model import transformer as model_lib
+from rope_jax.checkpoint import params as checkpoints
 from rope_jax.weights import gemma
 from rope_jax.weights import safetensors_io
 from tests import fake_devices
@@ -185,7 +185,7 @@ def test_config_mismatch_names_the_key(layout, overrides, pattern):
 
 
 def test_saved_checkpoint_restores_like_a_run(tmp_path):
-  from rope_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.base_config()
   config.model.update(**gemma.infer_model_fields(_src("gemma_tiny_mha", "hf")))
   params = gemma.import_params(_src("gemma_tiny_mha", "flax"), config_lib.model_config(config))
@@ -201,7 +201,9 @@ def test_restore_model_reads_the_params_of_a_training_run(tmp_path):
   """A trainer checkpoint holds {"params", "opt_state", "step"}; only the params come back."""
   import json  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from rope_jax import checkpoint, config_lib, train_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import manager as checkpoint  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import train_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.base_config()
   config.model.update(vocab_size=64, num_layers=1, embed_dim=16, num_heads=2, num_kv_heads=1,
                       head_dim=8, mlp_dim=32)
@@ -278,7 +280,7 @@ import sys; sys.path.insert(0, {REPO!r})
 import jax, jax.numpy as jnp, numpy as np
 from rope_jax import sharding
 from rope_jax.weights import gemma
-from rope_jax import model as model_lib
+from rope_jax.model import transformer as model_lib
 src = {_src("gemma_tiny_mha", "hf")!r}
 fields = gemma.infer_model_fields(src); fields.pop("rope")
 cfg = model_lib.ModelConfig(**fields)

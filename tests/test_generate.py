@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rope_jax import generate
-from rope_jax import model as model_lib
+from rope_jax.model import generate
+from rope_jax.model import transformer as model_lib
 
 SMALL = dict(vocab_size=61, num_layers=2, embed_dim=32, num_heads=4, num_kv_heads=2, head_dim=16,
              mlp_dim=48)

@@ -1,4 +1,4 @@
-"""The Table 2 grid (rope_jax.grid): 14 runs with the paper's settings, and the data= argument."""
+"""The Table 2 grid (rope_jax.sweeps.grid): 14 runs with the paper's settings, and the data= argument."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from rope_jax import config_lib
-from rope_jax import grid
+from rope_jax.config import base as config_lib
+from rope_jax.sweeps import grid
 
 # SPEC.md §2f, written out independently of rope_jax/grid.py:
 # row key -> (variant, fraction, theta, paper Wiki, paper FlanV2).

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rope_jax import config_lib
-from rope_jax import model as model_lib
+from rope_jax.config import base as config_lib
+from rope_jax.model import transformer as model_lib
 from tests import reference
 
 SMALL = dict(vocab_size=97, num_layers=2, embed_dim=48, num_heads=4, num_kv_heads=2, head_dim=16,

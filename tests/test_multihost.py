@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from rope_jax import metrics
+from rope_jax.training import metrics
 from tests import fake_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

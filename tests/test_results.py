@@ -1,13 +1,13 @@
-"""The results collector (rope_jax.results) on fake metrics.jsonl files."""
+"""The results collector (rope_jax.sweeps.results) on fake metrics.jsonl files."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from rope_jax import grid
-from rope_jax import metrics
-from rope_jax import results
+from rope_jax.sweeps import grid
+from rope_jax.training import metrics
+from rope_jax.sweeps import results
 
 
 def _write(workdir, records, tail: str = ""):

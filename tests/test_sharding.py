@@ -25,7 +25,9 @@ STEPS = 2
 
 def _worker() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from rope_jax import config_lib, sharding, train_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax import sharding
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import train_lib  # pylint: disable=g-import-not-at-top
   assert jax.device_count() == 8, jax.devices()
   c = config_lib.load_config("configs/tiny.py")
   c.train.data_source = "synthetic"

@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rope_jax import config_lib
-from rope_jax import flops
-from rope_jax import model as model_lib
+from rope_jax.config import base as config_lib
+from rope_jax.training import flops
+from rope_jax.model import transformer as model_lib
 from rope_jax import sharding
-from rope_jax import synthetic_data
-from rope_jax import train_lib
+from rope_jax.data import synthetic as synthetic_data
+from rope_jax.training import train_lib
 
 
 def tiny(**overrides):
@@ -236,7 +236,7 @@ def test_tiny_loss_falls_on_a_learnable_source():
 
 def test_splash_attention_matches_xla_in_interpret_mode():
   """The TPU kernel (run by the Pallas interpreter on CPU) = einsum attention, with packing."""
-  from rope_jax import attention
+  from rope_jax.model import attention
   b, l, n, k, h = 1, 128, 2, 1, 64
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
   q = jax.random.normal(keys[0], (b, l, n, h)) * h**-0.5

@@ -19,9 +19,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rope_jax import config_lib
+from rope_jax.config import base as config_lib
 from rope_jax import sharding
-from rope_jax import train_lib
+from rope_jax.training import train_lib
 from tests import fake_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,7 +137,9 @@ def test_microbatch_must_split_over_the_data_parallel_devices():
 _WORKER = r"""
 import json, jax, numpy as np
 from jax.sharding import PartitionSpec as P
-from rope_jax import config_lib, sharding, train_lib
+from rope_jax import sharding
+from rope_jax.config import base as config_lib
+from rope_jax.training import train_lib
 from tests import test_train_accum as t
 assert jax.device_count() == 4, jax.devices()
 mesh_cfg = sharding.MeshConfig(data=2, fsdp=2)

@@ -13,10 +13,10 @@ import time
 import jax
 import numpy as np
 
-from rope_jax import checkpoint
-from rope_jax import config_lib
-from rope_jax import metrics
-from rope_jax import train_lib
+from rope_jax.checkpoint import manager as checkpoint
+from rope_jax.config import base as config_lib
+from rope_jax.training import metrics
+from rope_jax.training import train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 20

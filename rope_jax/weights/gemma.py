@@ -43,7 +43,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
-from rope_jax import model as model_lib
+from rope_jax.model import transformer as model_lib
 from rope_jax import sharding as sharding_lib
 from rope_jax.weights import safetensors_io
 

@@ -3,7 +3,7 @@
 A run directory (``rope_jax.train`` or ``rope_jax.import_gemma``) holds
 ``<workdir>/checkpoints/<step>/`` with the state ``{"params": nnx.State, ...}`` (plus
 ``"opt_state"`` and ``"step"`` for a training run) and the experiment config under the
-metadata's ``"config"``. Analysis reads it through ``rope_jax.checkpoint`` only
+metadata's ``"config"``. Analysis reads it through ``rope_jax.checkpoint.manager`` only
 (``Checkpointer.restore_params``): the parameters are read onto one CPU device through abstract
 targets (``jax.ShapeDtypeStruct`` carrying ``SingleDeviceSharding``), whatever mesh wrote them,
 and the optimizer state is never read (a 7B analysis needs the parameters' memory, not 3x).
@@ -27,9 +27,9 @@ from absl import logging
 from flax import nnx
 from jax.sharding import SingleDeviceSharding
 
-from rope_jax import checkpoint as checkpoint_lib
-from rope_jax import config_lib
-from rope_jax import model as model_lib
+from rope_jax.checkpoint import manager as checkpoint_lib
+from rope_jax.config import base as config_lib
+from rope_jax.model import transformer as model_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
 IMPORT_KEY = "import"  # Metadata key of checkpoints written by rope_jax.import_gemma.

@@ -16,7 +16,7 @@ Scales:
   mixture of the offline corpus and the synthetic probes (``experiments/table2_cpu.py``).
 
 This module is light (no JAX): :func:`expand` returns plain data; loading a cell's config is
-``rope_jax.config_lib.load_config(run.config)`` plus ``run.overrides``.
+``rope_jax.config.base.load_config(run.config)`` plus ``run.overrides``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Row:
   Attributes:
     key: short slug used in run names, TPU names and workdirs (``[a-z0-9-]``).
     label: the paper's label, e.g. ``"0.75-RoPE_reversed"``.
-    arg: the config argument selecting the encoding (``rope_jax.config_lib.apply_arg``).
+    arg: the config argument selecting the encoding (``rope_jax.config.base.apply_arg``).
     paper: the paper's validation perplexity per dataset (SPEC.md §2f, 4 decimals).
   """
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol, Sequence
 
 PAD_ID, EOS_ID, BOS_ID = 0, 1, 2
 BYTES = "bytes"
-OFFLINE_VOCAB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "assets",
+OFFLINE_VOCAB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
                              "offline_sp2048.model")
 
 

@@ -1,10 +1,10 @@
 """Params-only rope_jax checkpoints (imported weights) and restoring the params of any run.
 
-An imported model is saved through ``rope_jax.checkpoint`` exactly as the trainer saves its
+An imported model is saved through ``rope_jax.checkpoint.manager`` exactly as the trainer saves its
 parameters, ``{"params": nnx.State of nnx.Param}``, under ``<workdir>/checkpoints`` with the
 experiment config in the metadata (``{"config": config.to_dict(), ...}``), so the analysis and
 sampling CLIs restore it like a trained run. :func:`restore_model` reads the parameters of either
-(never a training run's optimizer state) through ``rope_jax.analysis.restore``'s config reading
+(never a training run's optimizer state) through ``rope_jax.checkpoint.rundir``'s config reading
 and ``Checkpointer.restore_params``, optionally straight onto a mesh.
 """
 
@@ -18,10 +18,10 @@ import jax
 from flax import nnx
 from jax.sharding import Mesh
 
-from rope_jax import checkpoint as checkpoint_lib
-from rope_jax import model as model_lib
+from rope_jax.checkpoint import manager as checkpoint_lib
+from rope_jax.model import transformer as model_lib
 from rope_jax import sharding as sharding_lib
-from rope_jax.analysis import restore
+from rope_jax.checkpoint import rundir as restore
 
 CHECKPOINT_SUBDIR = restore.CHECKPOINT_SUBDIR
 IMPORT_KEY = restore.IMPORT_KEY  # Metadata key of imported (params-only) checkpoints.

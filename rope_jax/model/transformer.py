@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rope_jax import attention as attention_lib
-from rope_jax import rope as rope_lib
+from rope_jax.model import attention as attention_lib
 from rope_jax import sharding as sharding_lib
+from rope_jax.config.schema import RopeConfig
 
 ATTENTION_IMPLS = ("xla", "dot_product", "splash")
 # Rematerialisation of each block in the backward pass: name -> jax.checkpoint policy ("full"
@@ -43,35 +43,6 @@ REMAT_POLICIES = {
 # Logical axis names of the residual stream [B, L, D] (rope_jax.sharding.constrain).
 ACT_BLD = ("activation_batch", "activation_length", "activation_embed")
 DTYPES = ("float32", "bfloat16")
-
-
-@dataclasses.dataclass(frozen=True)
-class RopeConfig:
-  """A positional encoding; field meanings as in ``rope_jax.rope.apply_rope``."""
-
-  variant: str = "p_rope"
-  fraction: float = 1.0
-  theta: float = rope_lib.DEFAULT_THETA
-  scale_factor: float = 1.0
-  layout: str = "split_half"
-
-  def validate(self, head_dim: int) -> None:
-    rope_lib.validate_rope_args(head_dim, theta=self.theta, fraction=self.fraction,
-                                variant=self.variant, layout=self.layout,
-                                scale_factor=self.scale_factor)
-
-  def apply(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    """Rotates ``x [B, L, N, H]`` at ``positions [B, L]``."""
-    return rope_lib.apply_rope(x, positions, **dataclasses.asdict(self))
-
-  def tables(self, positions: jax.Array, head_dim: int):
-    """cos/sin tables ``[B, L, 1, R/2]`` at ``positions [B, L]`` (None for NoPE)."""
-    return rope_lib.rope_tables(positions, head_dim, theta=self.theta, fraction=self.fraction,
-                                variant=self.variant, scale_factor=self.scale_factor)
-
-  def apply_tables(self, x: jax.Array, tables) -> jax.Array:
-    """Rotates ``x [B, L, N, H]`` with tables from :meth:`tables`."""
-    return rope_lib.apply_rope_tables(x, tables, layout=self.layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +67,7 @@ class ModelConfig:
     param_dtype: storage dtype of the parameters.
     attention_impl: "xla" (materialised weights; analysis needs it), "dot_product"
       (``jax.nn.dot_product_attention``: cuDNN flash attention on GPU) or "splash" (the Pallas
-      splash-attention kernel, TPU; ``rope_jax.attention``).
+      splash-attention kernel, TPU; ``rope_jax.model.attention``).
     remat: rematerialisation policy of each block in the backward pass, one of
       ``REMAT_POLICIES`` (trades FLOPs for activation memory); True/False mean "full"/"none".
   """

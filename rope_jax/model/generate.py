@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rope_jax import model as model_lib
+from rope_jax.model import transformer as model_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from rope_jax import model as model_lib
-from rope_jax import train_lib
+from rope_jax.model import transformer as model_lib
+from rope_jax.training import train_lib
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -21,7 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from rope_jax import model as model_lib
+from rope_jax.model import transformer as model_lib
 
 # Dense bf16 peak FLOP/s per JAX device (one TPU chip, or one megacore, or one GPU).
 PEAK_FLOPS: dict[str, float] = {

@@ -509,7 +509,7 @@ class Checkpointer:
     Multi-process only (needs `jax.distributed.initialize()` with the
     preemption service, on by default); always False on one process. Every
     process must call it at every step. `save` already saves at that step. See
-    `rope_jax.preemption` for the single-process SIGTERM flag.
+    `rope_jax.training.preemption` for the single-process SIGTERM flag.
     """
     return bool(self._manager.reached_preemption(step))
 

@@ -27,7 +27,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from rope_jax import model as model_lib
+from rope_jax.model import transformer as model_lib
 from rope_jax import sharding as sharding_lib
 
 DATA_SOURCES = ("data", "synthetic")
@@ -80,7 +80,7 @@ class TrainConfig:
   Attributes:
     seed: parameter init and data order.
     data_source: "data" (``rope_jax.data.make_iterator`` with the ``data`` section) or
-      "synthetic" (``rope_jax.synthetic_data``: the deterministic fallback/test source).
+      "synthetic" (``rope_jax.data.synthetic``: the deterministic fallback/test source).
     global_batch_size: sequences per step over all devices and processes.
     grad_accum_steps: A, gradient accumulation (microbatching): each step runs forward and
       backward on A microbatches of ``global_batch_size / A`` sequences one after another
@@ -609,7 +609,7 @@ def make_batch_iterator(train_cfg: TrainConfig, model_cfg: model_lib.ModelConfig
   """The input pipeline of ``train.data_source``: an iterator of process-local numpy batches
   with ``get_state()`` / ``set_state()``. The loop does not care which one it gets."""
   if train_cfg.data_source == "synthetic":
-    from rope_jax import synthetic_data  # pylint: disable=g-import-not-at-top
+    from rope_jax.data import synthetic as synthetic_data  # pylint: disable=g-import-not-at-top
     return synthetic_data.SyntheticSource(
         vocab_size=model_cfg.vocab_size, split=split, global_batch_size=global_batch_size,
         seq_len=seq_len, seed=seed, process_index=process_index, process_count=process_count)

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from rope_jax import model as model_lib
+from rope_jax.model import transformer as model_lib
 from rope_jax import rope as rope_lib
 
 # name -> (variant, fraction or None for "take p from the argument").
@@ -48,7 +48,7 @@ ARG_KEYS = ("pe", "p", "theta", "layout", "scale", "data")
 # Each raises ValueError on a bad or unknown key. Registered by the owning module at import.
 SECTION_VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "model": lambda c: model_lib.ModelConfig.from_dict(to_dict(c)),
-    # Training sections (typed dataclasses in rope_jax.train_lib / rope_jax.sharding; imported
+    # Training sections (typed dataclasses in rope_jax.training.train_lib / rope_jax.sharding; imported
     # lazily so that loading a config stays light).
     "train": lambda c: _train_lib().TrainConfig.from_dict(to_dict(c)),
     "eval": lambda c: _train_lib().EvalConfig.from_dict(to_dict(c)),
@@ -59,7 +59,7 @@ SECTION_VALIDATORS: dict[str, Callable[[Any], Any]] = {
 
 
 def _train_lib():
-  from rope_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import train_lib  # pylint: disable=g-import-not-at-top
   return train_lib
 
 
@@ -106,7 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
       attention_impl="xla",
       remat="none",
   ))
-  # Training (rope_jax.train_lib): optimizer, schedule, batch, loss, logging.
+  # Training (rope_jax.training.train_lib): optimizer, schedule, batch, loss, logging.
   config.train = ml_collections.ConfigDict(dict(
       seed=0,
       data_source="data",  # "data" (rope_jax.data, the `data` section) or "synthetic".
@@ -251,7 +251,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   """
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
-    repo_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    repo_path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), path)
     if not os.path.exists(repo_path):
       raise FileNotFoundError(f"Config file {path!r} not found (looked in {os.getcwd()} and the "
                               "repo root).")

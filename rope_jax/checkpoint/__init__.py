@@ -1,0 +1,1 @@
+"""Layer 2: Orbax checkpoints and the run directory (where a run keeps what)."""

@@ -1,0 +1,1 @@
+"""Layer 1: the decoder (Flax NNX), attention kernels, losses and sampling."""

@@ -1,0 +1,1 @@
+"""Layer 4: the Table 2 grid definition and the results collector."""
