@@ -107,6 +107,13 @@ MODEL_SIZES = ("vocab_size", "num_layers", "embed_dim", "num_heads", "num_kv_hea
                "mlp_dim")
 
 
+def _check_sizes(sizes: dict[str, Any]) -> None:
+  for name, value in sizes.items():
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+      raise ValueError(f"model.{name} must be a positive int, got {value!r} (the sizes come "
+                       "from the config file, e.g. configs/tiny.py).")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Hyperparameters of the decoder (the ``model`` section).
@@ -156,11 +163,7 @@ class ModelConfig:
   remat: str | bool = "none"
 
   def __post_init__(self):
-    for name in MODEL_SIZES:
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"model.{name} must be a positive int, got {value!r} (the sizes come "
-                         "from the config file, e.g. configs/tiny.py).")
+    _check_sizes({name: getattr(self, name) for name in MODEL_SIZES})
     check_fields(self)
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
@@ -196,6 +199,7 @@ class ModelConfig:
     separate global encoding.
     """
     d = strict.plain(d)
+    _check_sizes({name: d.get(name) for name in MODEL_SIZES})
     if "rope" in d and not isinstance(d["rope"], RopeConfig):
       d["rope"] = from_dict(RopeConfig, d["rope"], "model.rope")
     glob = d.get("global_rope")

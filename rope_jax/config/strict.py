@@ -79,7 +79,7 @@ def _describe(hint: Any) -> str:
   if typing.get_origin(hint) is tuple:
     args = typing.get_args(hint)
     if len(args) == 2 and args[1] is Ellipsis and args[0] is not Any:
-      return f"a tuple of ({_describe(args[0])})"
+      return f"a tuple of items each {_describe(args[0])}"
     return "a tuple"
   names = {type(None): "None", int: "an int", float: "a finite number", bool: "a bool",
            str: "a string"}
