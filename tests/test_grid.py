@@ -1,4 +1,4 @@
-"""The Table 2 grid (rope_jax.sweeps.grid): 14 runs with the paper's settings, and the data= argument."""
+"""The Table 2 grid (rope_jax.sweeps.grid): 14 runs with the paper's settings, the data= argument."""
 
 from __future__ import annotations
 

@@ -178,7 +178,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   """
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
-    repo_path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), path)
+    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo_path = os.path.join(repo_root, path)
     if not os.path.exists(repo_path):
       raise FileNotFoundError(f"Config file {path!r} not found (looked in {os.getcwd()} and the "
                               "repo root).")

@@ -65,8 +65,19 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 # Sections ---------------------------------------------------------------------------------------
 
+class Section:
+  """Base of the config sections: ``WHERE`` names the section in messages, and ``from_dict`` is
+  the one strict check (``rope_jax.config.strict.from_dict``)."""
+
+  WHERE: ClassVar[str] = ""
+
+  @classmethod
+  def from_dict(cls, d: Any, where: str | None = None) -> Any:
+    return from_dict(cls, d, where)
+
+
 @dataclasses.dataclass(frozen=True)
-class RopeConfig:
+class RopeConfig(Section):
   """A positional encoding; field meanings as in ``rope_jax.rope.apply_rope``."""
 
   WHERE: ClassVar[str] = "model.rope"
@@ -80,9 +91,6 @@ class RopeConfig:
   def __post_init__(self):
     check_fields(self)
 
-  @classmethod
-  def from_dict(cls, d: Any, where: str | None = None) -> "RopeConfig":
-    return from_dict(cls, d, where)
 
   def validate(self, head_dim: int) -> None:
     rope_lib.validate_rope_args(head_dim, theta=self.theta, fraction=self.fraction,
@@ -115,7 +123,7 @@ def _check_sizes(sizes: dict[str, Any]) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
   """Hyperparameters of the decoder (the ``model`` section).
 
   The sizes (``MODEL_SIZES``) have no default: each ``configs/*.py`` sets them.
@@ -192,23 +200,24 @@ class ModelConfig:
           f"model.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}.")
 
   @classmethod
-  def from_dict(cls, d: Any) -> "ModelConfig":
-    """Builds from a nested mapping (a ConfigDict's ``to_dict()``); see :func:`from_dict`.
+  def from_dict(cls, d: Any, where: str | None = None) -> "ModelConfig":
+    """Builds from a nested mapping (a ConfigDict's ``to_dict()``); see ``strict.from_dict``.
 
     ``global_rope`` fields that are None inherit the ``rope`` value; all None means no
     separate global encoding.
     """
+    where = where or cls.WHERE
     d = strict.plain(d)
     _check_sizes({name: d.get(name) for name in MODEL_SIZES})
     if "rope" in d and not isinstance(d["rope"], RopeConfig):
-      d["rope"] = from_dict(RopeConfig, d["rope"], "model.rope")
+      d["rope"] = from_dict(RopeConfig, d["rope"], f"{where}.rope")
     glob = d.get("global_rope")
     if glob is not None and not isinstance(glob, RopeConfig):
       glob = {k: v for k, v in strict.plain(glob).items() if v is not None}
       rope = dataclasses.asdict(d.get("rope", RopeConfig()))
-      d["global_rope"] = (from_dict(RopeConfig, {**rope, **glob}, "model.global_rope")
+      d["global_rope"] = (from_dict(RopeConfig, {**rope, **glob}, f"{where}.global_rope")
                           if glob else None)
-    return from_dict(cls, d)
+    return from_dict(cls, d, where)
 
   def layer_rope(self, layer: int) -> RopeConfig:
     """The positional encoding of layer ``layer``."""
@@ -218,7 +227,7 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
   """The ``train`` section (``rope_jax.training``): optimizer, schedule, batch, loss, logging.
 
   Attributes:
@@ -291,13 +300,9 @@ class TrainConfig:
       if getattr(self, name) < 0:
         raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
 
-  @classmethod
-  def from_dict(cls, d: Any) -> "TrainConfig":
-    return from_dict(cls, d)
-
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Section):
   """The ``eval`` section: validation loss at multiples of the training length.
 
   Attributes:
@@ -327,13 +332,9 @@ class EvalConfig:
       raise ValueError(f"eval.length_multipliers must be ints >= 1, got "
                        f"{self.length_multipliers}.")
 
-  @classmethod
-  def from_dict(cls, d: Any) -> "EvalConfig":
-    return from_dict(cls, d)
-
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointConfig:
+class CheckpointConfig(Section):
   """The ``checkpoint`` section (saved under ``<workdir>/checkpoints``).
 
   Attributes:
@@ -357,10 +358,6 @@ class CheckpointConfig:
                        f"{self.save_every_steps}.")
     if self.max_to_keep <= 0:
       raise ValueError(f"checkpoint.max_to_keep must be positive, got {self.max_to_keep}.")
-
-  @classmethod
-  def from_dict(cls, d: Any) -> "CheckpointConfig":
-    return from_dict(cls, d)
 
 
 def normalize_rules(rules: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -388,7 +385,7 @@ def normalize_rules(rules: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class MeshConfig:
+class MeshConfig(Section):
   """The ``mesh`` section (``rope_jax.sharding``).
 
   Attributes:
@@ -430,10 +427,6 @@ class MeshConfig:
   def dcn_shape(self) -> tuple[int, int, int]:
     return (self.dcn_data, self.dcn_fsdp, self.dcn_tensor)
 
-  @classmethod
-  def from_dict(cls, d: Any) -> "MeshConfig":
-    return from_dict(cls, d)
-
 
 def check_task(task: str) -> None:
   """Raises a ValueError listing the known tasks when ``task`` is not one of them."""
@@ -463,7 +456,7 @@ def _check_int_range(where: str, value: int, lo: int, hi: int | None = None) -> 
 
 
 @dataclasses.dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(Section):
   """The synthetic probes (``rope_jax.data.probes``, the ``data.probe`` section).
 
   Token ids 5.. are ``num_symbols`` symbols (copied, reversed, or recalled values), then
@@ -484,7 +477,7 @@ class ProbeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
   """The ``data`` section (``rope_jax.data``); every key must be present.
 
   The batch size, sequence length and seed come from the ``train`` section. The defaults are
@@ -537,9 +530,9 @@ class DataConfig:
     _check_int_range("data.shuffle_buffer_size", self.shuffle_buffer_size, 1)
 
   @classmethod
-  def from_dict(cls, d: Any) -> "DataConfig":
+  def from_dict(cls, d: Any, where: str | None = None) -> "DataConfig":
     """Strict, and every key (also of ``probe``) must be present."""
-    return from_dict(cls, d, complete=True)
+    return from_dict(cls, d, where, complete=True)
 
 
 # Every top-level section of an experiment config: name -> its dataclass.
