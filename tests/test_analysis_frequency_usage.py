@@ -44,9 +44,10 @@ def hand_built(layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("layout", rope.LAYOUTS)
 def test_hand_built_chunk_norms_in_order(layout):
   x, mask, want = hand_built(layout)
-  np.testing.assert_allclose(fu.mean_chunk_norms(x, mask, rope=RopeConfig(layout=layout)), want, rtol=1e-6)
+  encoding = RopeConfig(layout=layout)
+  np.testing.assert_allclose(fu.mean_chunk_norms(x, mask, rope=encoding), want, rtol=1e-6)
   # Without the mask the 1e3 padding dominates: the mask is what keeps it out.
-  assert float(fu.mean_chunk_norms(x, rope=RopeConfig(layout=layout)).max()) > 100
+  assert float(fu.mean_chunk_norms(x, rope=encoding).max()) > 100
   # The other pairing reads different dims as chunks, so it would report other numbers.
   other = [l for l in rope.LAYOUTS if l != layout][0]
   assert not np.allclose(fu.mean_chunk_norms(x, mask, rope=RopeConfig(layout=other)), want)
@@ -55,8 +56,9 @@ def test_hand_built_chunk_norms_in_order(layout):
 @pytest.mark.parametrize("layout", rope.LAYOUTS)
 def test_chunks_match_the_kernel_pairs(layout):
   x = np.arange(2 * H, dtype=np.float32).reshape(2, H)
-  np.testing.assert_array_equal(chunks.rope_chunks(x, rope=RopeConfig(layout=layout)), rope.to_pairs(x, layout))
-  np.testing.assert_array_equal(chunks.chunk_dims(H, rope=RopeConfig(layout=layout)),
+  encoding = RopeConfig(layout=layout)
+  np.testing.assert_array_equal(chunks.rope_chunks(x, rope=encoding), rope.to_pairs(x, layout))
+  np.testing.assert_array_equal(chunks.chunk_dims(H, rope=encoding),
                                 [pair_dims(k, layout) for k in range(H // 2)])
 
 

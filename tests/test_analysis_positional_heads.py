@@ -104,8 +104,9 @@ def test_same_weights_diagonal_with_rope_not_with_nope():
   w = np.zeros((width, H), np.float32)
   w[0] = psi_row  # Token x = e_0 maps to ψ in the fastest chunk; BOS = e_1 maps to 0.
   x_bos, x = np.eye(width, dtype=np.float32)[1], np.eye(width, dtype=np.float32)[0]
-  assert float(ph.repeated_token_attention(w, w, x_bos, x, rope=RopeConfig(fraction=1.0))[2, 2]) > 0.99
-  assert float(ph.repeated_token_attention(w, w, x_bos, x, rope=RopeConfig(fraction=0.0))[2, 2]) <= 0.5
+  full, nope = RopeConfig(fraction=1.0), RopeConfig(fraction=0.0)
+  assert float(ph.repeated_token_attention(w, w, x_bos, x, rope=full)[2, 2]) > 0.99
+  assert float(ph.repeated_token_attention(w, w, x_bos, x, rope=nope)[2, 2]) <= 0.5
 
 
 def synthetic_attention(batch: int = 2, length: int = 6) -> np.ndarray:

@@ -142,8 +142,8 @@ def repeated_token_attention(
 
   With NoPE (``RopeConfig(fraction=0)``, the default) ``α[2, 2] == α[2, 1] < 1/2`` for any
   weights (the keys of the two x are identical, bit for bit; float32 may round α up to exactly
-  1/2 when the BOS weight underflows): the last token cannot single out itself (diagonal) or its predecessor
-  (previous-token). Pass ``rope=RopeConfig()`` (RoPE), which can.
+  1/2 when the BOS weight underflows): the last token cannot single out itself (diagonal) or its
+  predecessor (previous-token). Pass ``rope=RopeConfig()`` (RoPE), which can.
 
   Args:
     w_q, w_k: ``[D, H]`` query and key projections.
