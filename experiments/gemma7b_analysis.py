@@ -37,7 +37,7 @@ import numpy as np
 
 from rope_jax.analysis import measure as measure_lib
 from rope_jax.analysis import positional_heads
-from rope_jax.analysis import report
+from rope_jax.analysis import report as report_lib
 from rope_jax.model import transformer as model_lib
 
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
             "epsilon": args.epsilon, "heads": heads,
             "scores": {kind: np.round(result[kind], 4).tolist()
                        for kind in ("diagonal", "previous_token")}}
-  paths.append(report.write_json(os.path.join(args.out, "positional_heads.json"), report))
+  paths.append(report_lib.write_json(os.path.join(args.out, "positional_heads.json"), report))
   for kind, found in heads.items():
     top = ", ".join(f"L{l}H{h} {s:.3f}" for l, h, s in found[:8]) or "none"
     print(f"{kind} heads (mean score > {threshold:g}): {top}")

@@ -100,11 +100,12 @@ def run_tokenizer(restored: rundir.Restored, vocab: str = "") -> text_lib.Tokeni
         "no vocabulary: pass --vocab_path=<the model's tokenizer.model>.")
   tokenizer = text_lib.load_tokenizer(vocab, restored.config)
   size = restored.model_config.vocab_size
-  if tokenizer.vocab_size > size:
+  # Bytes: ids are checked per prompt (encode_prompts); ASCII fits a table of 128.
+  if isinstance(tokenizer, text_lib.SentencePieceTokenizer) and tokenizer.vocab_size > size:
     raise errors.BadInputError(
-        f"the vocabulary ({getattr(tokenizer, 'path', vocab)}, {tokenizer.vocab_size} pieces) is "
-        f"larger than the model's embedding table (model.vocab_size={size}): it is not this "
-        "model's; pass --vocab_path.")
+        f"the vocabulary ({tokenizer.path}, {tokenizer.vocab_size} pieces) is larger than the "
+        f"model's embedding table (model.vocab_size={size}): it is not this model's; pass "
+        "--vocab_path.")
   return tokenizer
 
 
