@@ -21,8 +21,8 @@ Writes ``frequency_usage.npz``, ``fig3_frequency_usage_layers.png``,
 
 The measurement is ``rope_jax.analysis.measure``'s (``load_run``, ``run_tokenizer``, ``measure``)
 on the parameters restored by ``rope_jax.checkpoint.rundir`` (parameters only, moved onto the
-first local device); only these figures and the head report are specific to this script. ``python -m
-rope_jax.analyze`` writes the general outputs (CSV, JSON, ...) of the same measurement.
+first local device); only these figures and the head report are specific to this script.
+``python -m rope_jax.analyze`` writes the general outputs (CSV, JSON, ...) of the same measurement.
 """
 
 from __future__ import annotations
