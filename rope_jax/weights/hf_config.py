@@ -1,0 +1,280 @@
+"""Hugging Face ``config.json`` <-> rope_jax ``ModelConfig`` fields, both directions.
+
+Architectures (``config.json`` ``architectures[0]`` or ``model_type``):
+
+| HF class | decoder fields (``ModelConfig``) |
+|---|---|
+| ``GemmaForCausalLM`` | GeGLU (tanh-GELU), RMSNorm ``(1 + scale)``, tied output, √D embedding scale |
+| ``LlamaForCausalLM``, ``MistralForCausalLM`` | SwiGLU (SiLU), RMSNorm ``scale``, tied or untied output (``lm_head``), no embedding scale |
+
+All three use split-half RoPE on Hugging Face's q/k weight layout (``rotate_half``), queries
+scaled by ``head_dim^-0.5``, no biases, GQA with any ``head_dim``.
+
+RoPE settings are read from either schema: ``rope_parameters`` (transformers >= 5:
+``{"rope_type", "rope_theta", <type's parameters>}``) or the legacy ``rope_theta`` +
+``rope_scaling`` (``{"rope_type" or "type", <parameters>}``); both are written on export.
+Scaling types and their parameter names are ``rope_jax.rope_scaling``'s (the HF names).
+p-RoPE is transformers' ``"proportional"`` rope type (Gemma 4): the ladder over the full head
+dimension with the slowest ``1 - partial_rotary_factor`` of the pairs made identity.
+
+Every unsupported value raises ``BadInputError`` naming it and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from rope_jax.config.schema import ModelConfig, RopeConfig
+from rope_jax.errors import BadInputError
+
+# HF architecture class -> model_type.
+ARCHITECTURES: dict[str, str] = {
+    "LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "GemmaForCausalLM": "gemma"}
+MODEL_TYPES: dict[str, str] = {v: k for k, v in ARCHITECTURES.items()}
+# config.json field -> ModelConfig field (the sizes and ε).
+SIZE_FIELDS: dict[str, str] = {
+    "vocab_size": "vocab_size", "num_hidden_layers": "num_layers", "hidden_size": "embed_dim",
+    "num_attention_heads": "num_heads", "num_key_value_heads": "num_kv_heads",
+    "head_dim": "head_dim", "intermediate_size": "mlp_dim", "rms_norm_eps": "norm_eps",
+}
+# Decoder choices of each family (ModelConfig fields); Llama's output layer may also be tied.
+GEMMA_FIELDS: dict[str, Any] = dict(mlp_activation="gelu_tanh", norm_plus_one=True,
+                                    embed_scale=True, tie_embeddings=True)
+LLAMA_FIELDS: dict[str, Any] = dict(mlp_activation="silu", norm_plus_one=False,
+                                    embed_scale=False)
+FAMILY_FIELDS: dict[str, dict[str, Any]] = {
+    "gemma": GEMMA_FIELDS, "llama": LLAMA_FIELDS, "mistral": LLAMA_FIELDS}
+# HF activation names that are each of ours.
+ACTIVATIONS: dict[str, tuple[str, ...]] = {
+    "gelu_tanh": ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu"),  # HF Gemma: all tanh.
+    "silu": ("silu", "swish"),
+}
+HF_ACTIVATION = {"gelu_tanh": "gelu_pytorch_tanh", "silu": "silu"}
+# rope_jax encodings transformers has: the scaling types (rope_jax.rope_scaling) and p-RoPE.
+PROPORTIONAL = "proportional"
+SCALING_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+ROPE_TYPE_KEYS = ("rope_type", "type")
+
+
+def architecture(hf: Mapping[str, Any]) -> str:
+  """The family (``"llama"``, ``"mistral"``, ``"gemma"``) of a ``config.json``."""
+  names = list(hf.get("architectures") or [])
+  for name in names:
+    if name in ARCHITECTURES:
+      return ARCHITECTURES[name]
+  model_type = hf.get("model_type")
+  if not names and model_type in MODEL_TYPES:
+    return model_type
+  raise BadInputError(
+      f"config.json architecture {names or model_type!r} is not supported; supported: "
+      f"{', '.join(ARCHITECTURES)}.")
+
+
+def _rope_source(hf: Mapping[str, Any]) -> tuple[float, str, dict[str, Any], str]:
+  """``(theta, rope_type, parameters, schema)`` from either config schema."""
+  params = hf.get("rope_parameters")
+  if params:
+    params = dict(params)
+    if "rope_theta" not in params and any(isinstance(v, Mapping) for v in params.values()):
+      raise BadInputError("config.json rope_parameters is given per layer type "
+                          f"({sorted(params)}); only one encoding for all layers is supported.")
+    schema = "rope_parameters"
+    theta = params.pop("rope_theta", hf.get("rope_theta", 10_000.0))
+  else:
+    params = dict(hf.get("rope_scaling") or {})
+    schema = "rope_theta/rope_scaling"
+    theta = hf.get("rope_theta", 10_000.0)
+  rope_type = "default"
+  for key in ROPE_TYPE_KEYS:
+    if key in params:
+      rope_type = params.pop(key)
+  if "partial_rotary_factor" in hf and "partial_rotary_factor" not in params:
+    params["partial_rotary_factor"] = hf["partial_rotary_factor"]
+  return float(theta), str(rope_type), params, schema
+
+
+def rope_fields(hf: Mapping[str, Any]) -> dict[str, Any]:
+  """The ``RopeConfig`` fields of a ``config.json``'s RoPE (either schema)."""
+  theta, rope_type, params, schema = _rope_source(hf)
+  fraction = float(params.pop("partial_rotary_factor", 1.0))
+  where = f"config.json {schema}"
+  if rope_type == PROPORTIONAL:
+    rope_type = "default"
+  elif fraction != 1.0:
+    raise BadInputError(
+        f"{where}: partial_rotary_factor={fraction} with rope type {rope_type!r} rotates a "
+        "re-spread ladder over part of the head, which these architectures do not apply; "
+        f"p-RoPE is rope type {PROPORTIONAL!r}.")
+  if rope_type not in SCALING_TYPES:
+    raise BadInputError(f"{where}: rope type {rope_type!r} is not supported; supported: "
+                        f"{', '.join(SCALING_TYPES + (PROPORTIONAL,))}.")
+  fields: dict[str, Any] = dict(variant="p_rope", fraction=fraction, theta=theta,
+                                layout="split_half")
+  fields.update(scaling_fields(rope_type, params, where))
+  return fields
+
+
+def _has_rope_type() -> bool:
+  return "type" in {f.name for f in dataclasses.fields(RopeConfig)}
+
+
+def scaling_fields(rope_type: str, params: Mapping[str, Any], where: str) -> dict[str, Any]:
+  """A scaling type and its HF parameters as ``RopeConfig`` fields.
+
+  With ``RopeConfig.type`` (``rope_jax.rope_scaling``) every type maps one to one; without it
+  only ``default`` and ``linear`` (``scale_factor``) exist.
+  """
+  params = {k: v for k, v in params.items() if v is not None}
+  if _has_rope_type():
+    from rope_jax import rope_scaling  # pylint: disable=g-import-not-at-top
+    required, optional = rope_scaling.PARAMETERS[rope_type]
+    known = set(required) | set(optional)
+    dropped = sorted(set(params) - known)
+    if dropped:
+      raise BadInputError(f"{where}: rope type {rope_type!r} parameter(s) {dropped} are not "
+                          f"supported; it takes {sorted(known)}.")
+    try:
+      rope_scaling.validate_rope_scaling(rope_type, params)
+    except ValueError as e:
+      raise BadInputError(f"{where}: {e}") from None
+    return dict(type=rope_type, **params)
+  if rope_type == "default" and not params:
+    return {}
+  if rope_type == "linear" and set(params) == {"factor"}:
+    return dict(scale_factor=float(params["factor"]))
+  raise BadInputError(f"{where}: rope type {rope_type!r} ({dict(params)}) is not supported by "
+                      "this rope_jax (no RopeConfig.type); supported: default, linear.")
+
+
+def model_fields(hf: Mapping[str, Any]) -> dict[str, Any]:
+  """``ModelConfig`` fields (a dict, ``rope`` a dict) of a ``config.json``; checks it maps."""
+  family = architecture(hf)
+  missing = [k for k in ("vocab_size", "num_hidden_layers", "hidden_size", "num_attention_heads",
+                         "intermediate_size") if k not in hf]
+  if missing:
+    raise BadInputError(f"config.json lacks {missing} (a {MODEL_TYPES[family]} config has them).")
+  fields = {ours: hf[theirs] for theirs, ours in SIZE_FIELDS.items()
+            if hf.get(theirs) is not None}
+  fields.setdefault("num_kv_heads", fields["num_heads"])
+  fields.setdefault("head_dim", fields["embed_dim"] // fields["num_heads"])
+  fields.update(FAMILY_FIELDS[family])
+  act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+  if act not in ACTIVATIONS[fields["mlp_activation"]]:
+    raise BadInputError(f"config.json hidden_act {act!r} is not supported for {family}; "
+                        f"supported: {ACTIVATIONS[fields['mlp_activation']]}.")
+  if family != "gemma":
+    fields["tie_embeddings"] = bool(hf.get("tie_word_embeddings", False))
+  elif hf.get("tie_word_embeddings") is False:
+    raise BadInputError("config.json tie_word_embeddings is false for gemma; Gemma ties them.")
+  for flag in ("attention_bias", "mlp_bias"):
+    if hf.get(flag):
+      raise BadInputError(f"config.json {flag} is true; rope_jax's decoder has no biases.")
+  if hf.get("pretraining_tp", 1) not in (1, None):
+    raise BadInputError(f"config.json pretraining_tp={hf['pretraining_tp']}; only 1 is "
+                        "supported.")
+  if hf.get("attention_dropout"):
+    raise BadInputError(f"config.json attention_dropout={hf['attention_dropout']}; only 0.")
+  fields["rope"] = rope_fields(hf)
+  return fields
+
+
+# ------------------------------------------------------------------------------------ export
+
+
+def export_family(cfg: ModelConfig) -> str:
+  """The HF family a ``ModelConfig`` is exactly (``"gemma"`` or ``"llama"``), else refuses."""
+  mine = {k: getattr(cfg, k) for k in ("mlp_activation", "norm_plus_one", "embed_scale",
+                                      "tie_embeddings")}
+  if all(mine[k] == v for k, v in GEMMA_FIELDS.items()):
+    family = "gemma"
+  elif all(mine[k] == v for k, v in LLAMA_FIELDS.items()):
+    family = "llama"
+  else:
+    raise BadInputError(
+        f"The run's decoder {mine} is neither Gemma's {GEMMA_FIELDS} nor Llama's "
+        f"{LLAMA_FIELDS}; transformers has no class for it.")
+  if cfg.query_scale is not None and cfg.query_scale != cfg.head_dim**-0.5:
+    raise BadInputError(f"model.query_scale={cfg.query_scale} differs from head_dim^-0.5, which "
+                        f"{MODEL_TYPES[family]} applies.")
+  return family
+
+
+def _export_rope(cfg: ModelConfig, proportional_ok: bool) -> dict[str, Any]:
+  """``rope_parameters`` (with ``rope_theta``) of the run's one encoding, or refuses."""
+  rope = cfg.rope
+  if cfg.global_rope is not None and cfg.global_rope != cfg.rope:
+    raise BadInputError("The run uses a second encoding on every "
+                        f"{cfg.global_every}th layer (model.global_rope); transformers' "
+                        "Llama/Gemma apply one encoding to all layers.")
+  allowed = RopeConfig(theta=rope.theta, fraction=rope.fraction)
+  for f in ("variant", "layout"):
+    if getattr(rope, f) != getattr(allowed, f):
+      raise BadInputError(
+          f"model.rope.{f}={getattr(rope, f)!r} has no transformers equivalent for these "
+          f"architectures (only variant='p_rope' with layout='split_half' is exported).")
+  params: dict[str, Any] = {"rope_theta": float(rope.theta)}
+  rope_type = getattr(rope, "type", "default")
+  scale = getattr(rope, "scale_factor", 1.0)
+  if scale != 1.0:
+    rope_type, scaling = "linear", {"factor": float(scale)}
+  else:
+    scaling = {k: v for k, v in scaling_params(rope).items() if v is not None}
+  if rope.fraction != 1.0:
+    if not proportional_ok:
+      raise BadInputError(
+          f"model.rope.fraction={rope.fraction} (p-RoPE) needs transformers' "
+          f"{PROPORTIONAL!r} rope type, which the installed transformers does not register.")
+    if rope_type != "default":
+      raise BadInputError(f"p-RoPE (fraction {rope.fraction}) with rope type {rope_type!r} has "
+                          f"no transformers equivalent ({PROPORTIONAL!r} takes no scaling).")
+    rope_type = PROPORTIONAL
+    scaling = {"partial_rotary_factor": float(rope.fraction)}
+  params["rope_type"] = rope_type
+  params.update(scaling)
+  return params
+
+
+def scaling_params(rope: RopeConfig) -> dict[str, Any]:
+  """The HF-named scaling parameters a ``RopeConfig`` carries (empty without ``type``)."""
+  if not _has_rope_type():
+    return {}
+  from rope_jax import rope_scaling  # pylint: disable=g-import-not-at-top
+  return {k: getattr(rope, k) for k in rope_scaling.PARAMETER_NAMES
+          if getattr(rope, k, None) is not None}
+
+
+def hf_config(cfg: ModelConfig, *, max_position_embeddings: int, dtype: str = "float32",
+              proportional_ok: bool = True, special_ids: Mapping[str, int] | None = None,
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """``(config.json, generation_config.json)`` of a run, RoPE in both schemas."""
+  family = export_family(cfg)
+  rope = _export_rope(cfg, proportional_ok)
+  legacy = {k: v for k, v in rope.items() if k != "rope_theta"}
+  config: dict[str, Any] = {
+      "architectures": [MODEL_TYPES[family]], "model_type": family,
+      **{theirs: getattr(cfg, ours) for theirs, ours in SIZE_FIELDS.items()},
+      "hidden_act": HF_ACTIVATION[cfg.mlp_activation],
+      "max_position_embeddings": int(max_position_embeddings),
+      "tie_word_embeddings": bool(cfg.tie_embeddings),
+      "attention_bias": False, "attention_dropout": 0.0,
+      "initializer_range": 0.02, "use_cache": True,
+      "rope_parameters": rope,
+      "rope_theta": rope["rope_theta"],
+      "rope_scaling": None if legacy == {"rope_type": "default"} else legacy,
+      "dtype": dtype, "torch_dtype": dtype,
+  }
+  if family == "gemma":
+    config["hidden_activation"] = config["hidden_act"]
+  else:
+    config["mlp_bias"] = False
+    config["pretraining_tp"] = 1
+  if "partial_rotary_factor" in rope:
+    config["partial_rotary_factor"] = rope["partial_rotary_factor"]
+  ids = dict(special_ids or {})
+  for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+    if name in ids:
+      config[name] = int(ids[name])
+  generation = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                if k in config}
+  return config, generation
