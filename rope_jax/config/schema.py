@@ -35,6 +35,8 @@ ATTENTION_IMPLS = ("xla", "dot_product", "splash")
 # each name to its jax.checkpoint policy.
 REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16")
+# The feed-forward's gate nonlinearity: tanh-GELU (GeGLU, Gemma) or SiLU (SwiGLU, Llama/Mistral).
+MLP_ACTIVATIONS = ("gelu_tanh", "silu")
 DATA_SOURCES = ("data", "synthetic")
 MESH_AXES = ("data", "fsdp", "tensor")
 PROBE_KINDS = ("copy", "reverse", "recall")
@@ -135,7 +137,7 @@ class ModelConfig(Section):
     num_heads: N query heads.
     num_kv_heads: K key/value heads (K = N: MHA, K = 1: MQA, else GQA); N % K == 0.
     head_dim: H, per-head width (independent of D; even).
-    mlp_dim: F, hidden width of each GeGLU branch.
+    mlp_dim: F, hidden width of each gated feed-forward branch.
     rope: positional encoding of every layer not selected by ``global_every``.
     global_rope: positional encoding of the "global" layers (Gemma 4 uses p = 0.25 there);
       None = the same as ``rope``. In a config dict, fields left None inherit ``rope``'s, e.g.
@@ -150,6 +152,18 @@ class ModelConfig(Section):
       splash-attention kernel, TPU; ``rope_jax.model.attention``).
     remat: rematerialisation policy of each block in the backward pass, one of ``REMAT_NAMES``
       (trades FLOPs for activation memory); True/False (older configs) mean "full"/"none".
+    mlp_activation: the gate nonlinearity, one of ``MLP_ACTIVATIONS``: "gelu_tanh" (GeGLU,
+      Gemma) or "silu" (SwiGLU, Llama / Mistral).
+    norm_plus_one: RMSNorm multiplies by ``(1 + scale)`` with ``scale`` starting at 0 (Gemma);
+      False multiplies by ``scale`` starting at 1 (Llama / Mistral).
+    tie_embeddings: the output layer is the embedding table (Gemma); False gives it its own
+      ``lm_head [V, D]`` parameter (Llama 3.x 8B, Mistral).
+    embed_scale: multiply the embeddings by √D on the way in (Gemma); False leaves them.
+    query_scale: the factor on the rotated queries (logits = scale · q·k); None is
+      ``head_dim^-0.5``.
+
+  The defaults are Gemma 1's decoder; ``rope_jax.weights.hf_config`` maps each Hugging Face
+  architecture onto these fields.
   """
 
   WHERE: ClassVar[str] = "model"
@@ -169,6 +183,11 @@ class ModelConfig(Section):
   param_dtype: str = "float32"
   attention_impl: str = "xla"
   remat: str | bool = "none"
+  mlp_activation: str = "gelu_tanh"
+  norm_plus_one: bool = True
+  tie_embeddings: bool = True
+  embed_scale: bool = True
+  query_scale: float | None = None
 
   def __post_init__(self):
     _check_sizes({name: getattr(self, name) for name in MODEL_SIZES})
@@ -198,6 +217,17 @@ class ModelConfig(Section):
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(
           f"model.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}.")
+    if self.mlp_activation not in MLP_ACTIVATIONS:
+      raise ValueError(f"model.mlp_activation must be one of {MLP_ACTIVATIONS}, got "
+                       f"{self.mlp_activation!r}.")
+    if self.query_scale is not None and not self.query_scale > 0:
+      raise ValueError(f"model.query_scale must be > 0 (or None for head_dim^-0.5), got "
+                       f"{self.query_scale!r}.")
+
+  @property
+  def attention_scale(self) -> float:
+    """The factor on the rotated queries: ``query_scale``, or ``head_dim^-0.5`` when None."""
+    return self.head_dim**-0.5 if self.query_scale is None else float(self.query_scale)
 
   @classmethod
   def from_dict(cls, d: Any, where: str | None = None) -> "ModelConfig":

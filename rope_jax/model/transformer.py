@@ -1,10 +1,16 @@
 """A Gemma-1-like decoder in Flax NNX whose positional encoding is chosen per layer.
 
-Architecture (Gemma 1 exactly, SPEC.md §3): token embedding scaled by √d_model and tied with the
-output layer; per block a pre-norm attention and a pre-norm GeGLU feed-forward with residuals;
-a final RMSNorm. RMSNorm is ``x · rsqrt(mean(x²) + ε) · (1 + scale)`` with ``scale`` zero-initialised.
-GeGLU is ``down(gelu_tanh(gate(x)) · up(x))``. Attention is MHA / MQA / GQA with a head dimension
-independent of d_model; queries are scaled by ``head_dim^-0.5`` after rotation. No biases.
+Architecture (Gemma 1 exactly by default, SPEC.md §3): token embedding scaled by √d_model and
+tied with the output layer; per block a pre-norm attention and a pre-norm GeGLU feed-forward with
+residuals; a final RMSNorm. RMSNorm is ``x · rsqrt(mean(x²) + ε) · (1 + scale)`` with ``scale``
+zero-initialised. GeGLU is ``down(gelu_tanh(gate(x)) · up(x))``. Attention is MHA / MQA / GQA
+with a head dimension independent of d_model; queries are scaled by ``head_dim^-0.5`` after
+rotation. No biases.
+
+The Llama family is the same decoder with other ``ModelConfig`` choices: ``mlp_activation="silu"``
+(SwiGLU), ``norm_plus_one=False`` (RMSNorm times ``scale``, initialised to 1),
+``tie_embeddings=False`` (an ``lm_head [V, D]`` parameter), ``embed_scale=False``; and
+``query_scale`` replaces ``head_dim^-0.5``.
 
 Shapes: B batch, L sequence length, D model width, N query heads, K key/value heads, H head
 dimension, F feed-forward hidden width, V vocabulary size.
@@ -82,35 +88,49 @@ def _dtype(name: str) -> jnp.dtype:
 
 
 class RMSNorm(nnx.Module):
-  """``x · rsqrt(mean(x²) + ε) · (1 + scale)``, computed in float32; ``scale [D]`` starts at 0."""
+  """``x · rsqrt(mean(x²) + ε) · (1 + scale)`` with ``scale [D]`` starting at 0 (``plus_one``,
+  Gemma), or ``· scale`` with ``scale`` starting at 1 (Llama); computed in float32."""
 
-  def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype):
-    self.scale = _param(jnp.zeros((dim,), param_dtype), ("norm",))
+  def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype, plus_one: bool = True):
+    init = jnp.zeros if plus_one else jnp.ones
+    self.scale = _param(init((dim,), param_dtype), ("norm",))
     self.eps = eps
+    self.plus_one = plus_one
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-    return (normed * (1.0 + self.scale[...].astype(jnp.float32))).astype(x.dtype)
+    scale = self.scale[...].astype(jnp.float32)
+    return (normed * (1.0 + scale if self.plus_one else scale)).astype(x.dtype)
+
+
+def _table_init(rngs: nnx.Rngs, vocab_size: int, embed_dim: int, param_dtype: jnp.dtype
+                ) -> nnx.Param:
+  """A ``[V, D]`` table (``("vocab", "embed")``) of N(0, 1/D) entries."""
+  init = jax.random.normal(rngs.params(), (vocab_size, embed_dim), param_dtype)
+  return _param(init * embed_dim**-0.5, ("vocab", "embed"))
 
 
 class Embedder(nnx.Module):
-  """Token embedding ``[V, D]``, scaled by √D on the way in and tied on the way out."""
+  """Token embedding ``[V, D]``, scaled by √D on the way in (``scale``), tied on the way out
+  unless the ``Transformer`` has its own ``lm_head``."""
 
   def __init__(self, vocab_size: int, embed_dim: int, *, rngs: nnx.Rngs,
-               param_dtype: jnp.dtype):
-    init = jax.random.normal(rngs.params(), (vocab_size, embed_dim), param_dtype)
-    self.table = _param(init * embed_dim**-0.5, ("vocab", "embed"))
+               param_dtype: jnp.dtype, scale: bool = True):
+    self.table = _table_init(rngs, vocab_size, embed_dim, param_dtype)
     self.embed_dim = embed_dim
+    self.scale = scale
 
   def encode(self, tokens: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """``tokens [B, L]`` int -> ``[B, L, D]`` in ``dtype``, times √D."""
+    """``tokens [B, L]`` int -> ``[B, L, D]`` in ``dtype``, times √D when ``scale``."""
     x = jnp.take(self.table[...], tokens, axis=0).astype(dtype)
-    return x * jnp.asarray(np.sqrt(self.embed_dim), dtype)
+    return x * jnp.asarray(np.sqrt(self.embed_dim), dtype) if self.scale else x
 
-  def decode(self, x: jax.Array) -> jax.Array:
-    """``x [B, L, D]`` -> float32 logits ``[B, L, V]`` against the same table."""
-    return jnp.einsum("bld,vd->blv", x, self.table[...].astype(x.dtype),
+  def decode(self, x: jax.Array, table: nnx.Param | None = None) -> jax.Array:
+    """``x [B, L, D]`` -> float32 logits ``[B, L, V]`` against ``table [V, D]`` (default: the
+    embedding table itself)."""
+    table = self.table if table is None else table
+    return jnp.einsum("bld,vd->blv", x, table[...].astype(x.dtype),
                       preferred_element_type=jnp.float32)
 
 
@@ -179,6 +199,7 @@ class Attention(nnx.Module):
     self.rope = rope
     self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
     self.impl = cfg.attention_impl
+    self.query_scale = cfg.attention_scale
 
   def __call__(self, x: jax.Array, tables: RopeTables, segment_ids: jax.Array,
                return_intermediates: bool = False, *,
@@ -208,7 +229,7 @@ class Attention(nnx.Module):
       new_cache = update_cache(cache, k_rot, v, segment_ids)
       keys, values = new_cache["k"].astype(dt), new_cache["v"].astype(dt)
       mask = attention_mask(segment_ids, new_cache["segment_ids"], q_offset=cache["index"])
-    scale = self.head_dim**-0.5
+    scale = self.query_scale
     probs = None
     if self.impl == "splash" and not return_intermediates and cache is None:
       encoded = attention_lib.splash_attention(q_rot * jnp.asarray(scale, dt), k_rot, v,
@@ -237,8 +258,12 @@ class Attention(nnx.Module):
     return encoded, probs
 
 
+# The gate nonlinearity of each ``ModelConfig.mlp_activation``.
+MLP_ACTIVATIONS = {"gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True), "silu": jax.nn.silu}
+
+
 class FeedForward(nnx.Module):
-  """GeGLU: ``down(gelu_tanh(x · W_gate) ⊙ (x · W_up))``."""
+  """Gated: ``down(act(x · W_gate) ⊙ (x · W_up))``; act tanh-GELU (GeGLU) or SiLU (SwiGLU)."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     pdt = _dtype(cfg.param_dtype)
@@ -247,23 +272,28 @@ class FeedForward(nnx.Module):
     self.gate = _param(init(rngs.params(), (d, f), pdt), ("embed", "mlp"))
     self.up = _param(init(rngs.params(), (d, f), pdt), ("embed", "mlp"))
     self.down = _param(init(rngs.params(), (f, d), pdt), ("mlp", "embed"))
+    self.activation = cfg.mlp_activation
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dt = x.dtype
-    gate = jax.nn.gelu(x @ self.gate[...].astype(dt), approximate=True)
+    gate = MLP_ACTIVATIONS[self.activation](x @ self.gate[...].astype(dt))
     hidden = sharding_lib.constrain(gate * (x @ self.up[...].astype(dt)),
                                     ("activation_batch", "activation_length", "activation_mlp"))
     return hidden @ self.down[...].astype(dt)
 
 
+def _norm(cfg: ModelConfig) -> RMSNorm:
+  return RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=_dtype(cfg.param_dtype),
+                 plus_one=cfg.norm_plus_one)
+
+
 class Block(nnx.Module):
-  """Pre-norm attention and pre-norm GeGLU, each with a residual connection."""
+  """Pre-norm attention and pre-norm gated feed-forward, each with a residual connection."""
 
   def __init__(self, cfg: ModelConfig, layer: int, *, rngs: nnx.Rngs):
-    pdt = _dtype(cfg.param_dtype)
-    self.pre_attention_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pdt)
+    self.pre_attention_norm = _norm(cfg)
     self.attn = Attention(cfg, cfg.layer_rope(layer), rngs=rngs)
-    self.pre_ffw_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pdt)
+    self.pre_ffw_norm = _norm(cfg)
     self.mlp = FeedForward(cfg, rngs=rngs)
 
   def __call__(self, x, tables, segment_ids, return_intermediates=False, *, cache=None):
@@ -281,9 +311,13 @@ class Transformer(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     pdt = _dtype(cfg.param_dtype)
-    self.embedder = Embedder(cfg.vocab_size, cfg.embed_dim, rngs=rngs, param_dtype=pdt)
+    self.embedder = Embedder(cfg.vocab_size, cfg.embed_dim, rngs=rngs, param_dtype=pdt,
+                             scale=cfg.embed_scale)
     self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.num_layers)])
-    self.final_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pdt)
+    self.final_norm = _norm(cfg)
+    # The untied output layer [V, D] (Llama / Mistral); None = the embedding table.
+    self.lm_head = (None if cfg.tie_embeddings else
+                    _table_init(rngs, cfg.vocab_size, cfg.embed_dim, pdt))
 
   def __call__(
       self,
@@ -344,7 +378,7 @@ class Transformer(nnx.Module):
         x, _, inter = block(x, layer_tables, segment_ids, return_intermediates)
         intermediates.append(inter)
       x = sharding_lib.constrain(x, ACT_BLD)
-    logits = sharding_lib.constrain(self.embedder.decode(self.final_norm(x)),
+    logits = sharding_lib.constrain(self.embedder.decode(self.final_norm(x), self.lm_head),
                                     ("activation_batch", "activation_length", "activation_vocab"))
     return DecoderOutput(logits=logits, cache=new_cache if cache is not None else None,
                          intermediates=intermediates if return_intermediates else None)
@@ -355,5 +389,6 @@ def count_params(cfg: ModelConfig) -> dict[str, int]:
   abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
   state = nnx.state(abstract, nnx.Param)
   total = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(state))
-  embedding = int(np.prod(abstract.embedder.table.shape))
+  embedding = sum(int(np.prod(t.shape)) for t in (abstract.embedder.table, abstract.lm_head)
+                  if t is not None)
   return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
