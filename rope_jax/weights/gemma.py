@@ -58,7 +58,7 @@ HF_CONFIG_FIELDS = {
 }
 HF_GELU_TANH = ("gelu", "gelu_pytorch_tanh", "gelu_new", "gelu_fast")  # All tanh-GELU in HF Gemma.
 # Source tensors the model legitimately has no place for.
-_HF_IGNORED = re.compile(r"^lm_head\.weight$|\.rotary_emb\.inv_freq$")
+HF_IGNORED = re.compile(r"^lm_head\.weight$|\.rotary_emb\.inv_freq$")
 
 Path = tuple[Any, ...]  # A key path into the params pure dict, e.g. ("blocks", 0, "attn", "q_proj").
 
@@ -194,7 +194,11 @@ def _pad_rows(rows: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def hf_plan(cfg: model_lib.ModelConfig, vocab_rows: int) -> list[SourceTensor]:
-  """The Hugging Face tensors of a Gemma 1 ``cfg`` and where each goes."""
+  """The Hugging Face tensors of ``cfg`` and where each goes.
+
+  Gemma, Llama and Mistral name and lay out their tensors alike; an untied ``cfg``
+  (``tie_embeddings=False``) also reads ``lm_head.weight [V, D]``.
+  """
   d, n, k, h, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
   plan = [SourceTensor("model.embed_tokens.weight", (vocab_rows, d), "[vocab_size, D]",
                        ((("embedder", "table"), _pad_rows(cfg.vocab_size)),))]
@@ -219,6 +223,9 @@ def hf_plan(cfg: model_lib.ModelConfig, vocab_rows: int) -> list[SourceTensor]:
     ]
   plan.append(SourceTensor("model.norm.weight", (d,), "[D]",
                            ((("final_norm", "scale"), _identity),)))
+  if not cfg.tie_embeddings:
+    plan.append(SourceTensor("lm_head.weight", (vocab_rows, d), "[vocab_size, D]",
+                             ((("lm_head",), _pad_rows(cfg.vocab_size)),)))
   return plan
 
 
@@ -434,7 +441,7 @@ def build_plan(path: str, cfg: model_lib.ModelConfig, *, layout: str = "auto",
     embed = "model.embed_tokens.weight"
     vocab_rows = source.spec(embed)[0][0] if embed in keys else cfg.vocab_size
     plan = hf_plan(cfg, vocab_rows)
-    ignored = {key for key in keys if _HF_IGNORED.search(key)}
+    ignored = {key for key in keys if HF_IGNORED.search(key)}
   else:
     prefix = flax_prefix(source)
     fields = _flax_fields(source, prefix)
@@ -445,6 +452,14 @@ def build_plan(path: str, cfg: model_lib.ModelConfig, *, layout: str = "auto",
     ignored = set()
   if vocab_rows > cfg.vocab_size or (vocab_rows < cfg.vocab_size and not pad_vocab):
     check_config(cfg, {"vocab_size": vocab_rows}, where="embedding rows", pad_vocab=pad_vocab)
+  check_plan(source, plan, cfg, path, ignored)
+  return source, plan
+
+
+def check_plan(source: TensorSource, plan: Sequence[SourceTensor], cfg: model_lib.ModelConfig,
+               path: str, ignored: set[str]) -> None:
+  """ValueError naming the first missing tensor, wrong shape, or tensor with no place."""
+  keys = set(source.keys())
   for src in plan:
     if src.key not in keys:
       raise ValueError(f"Missing tensor {src.key!r} {src.dims} in the checkpoint at {path!r} "
@@ -460,7 +475,6 @@ def build_plan(path: str, cfg: model_lib.ModelConfig, *, layout: str = "auto",
     raise ValueError(f"The checkpoint has {len(unused)} tensor(s) the rope_jax model has no place "
                      f"for (another architecture, or more layers than model.num_layers="
                      f"{cfg.num_layers}?): {unused[:5]}{' ...' if len(unused) > 5 else ''}")
-  return source, plan
 
 
 def _name(path: Path) -> str:

@@ -269,8 +269,6 @@ def hf_config(cfg: ModelConfig, *, max_position_embeddings: int, dtype: str = "f
   else:
     config["mlp_bias"] = False
     config["pretraining_tp"] = 1
-  if "partial_rotary_factor" in rope:
-    config["partial_rotary_factor"] = rope["partial_rotary_factor"]
   ids = dict(special_ids or {})
   for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
     if name in ids:

@@ -1,0 +1,113 @@
+r"""Exports a rope_jax run as a Hugging Face transformers checkpoint.
+
+    python -m rope_jax.export_hf --workdir=/runs/tiny_rope --out=/tmp/tiny_rope_hf
+    python -c "import transformers; transformers.AutoModelForCausalLM.from_pretrained('/tmp/tiny_rope_hf')"
+
+Writes ``model.safetensors`` (``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``
+above ``--max_shard_mb``), ``config.json`` (``GemmaForCausalLM`` for the house's Gemma decoder,
+``LlamaForCausalLM`` for the Llama choices), RoPE in both schemas (``rope_parameters`` and
+``rope_theta`` / ``rope_scaling``; p-RoPE as the ``"proportional"`` rope type with its
+``partial_rotary_factor``), ``generation_config.json`` and, when the run's data used a
+SentencePiece vocabulary, ``tokenizer.model`` with its transformers configs
+(``rope_jax.weights.hf_checkpoint``). A run transformers cannot reproduce exactly (reversed or
+partial rotary, interleaved pairs, per-layer encodings, another decoder) is refused, naming the
+field, before anything is written.
+
+Exit codes are ``rope_jax.errors``'s: 2 bad input or a refused encoding, 5 no restorable
+checkpoint, 4 I/O.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from rope_jax import errors
+
+USER_ERRORS = (errors.RopeJaxError, ValueError, OSError)
+
+
+def define_flags() -> None:
+  """Defines the CLI's absl flags (called from :func:`main` only: importing defines none)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if "workdir" in flags.FLAGS:
+    return
+  flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
+  flags.DEFINE_string("out", None, "Output directory (new or empty).")
+  flags.DEFINE_integer("max_shard_mb", 5120, "Shard model.safetensors above this many MiB.")
+  flags.DEFINE_integer("max_position_embeddings", None, "config.json max_position_embeddings "
+                       "(default: the largest evaluated length, eval multipliers x seq_len).")
+  flags.DEFINE_string("vocab_path", "", "SentencePiece model to ship as tokenizer.model "
+                      "(default: the run's data vocabulary; 'none' ships none).")
+
+
+def vocab_file(config, override: str = "") -> str | None:
+  """The SentencePiece file to ship: ``override``, else the run's data vocabulary, else None."""
+  from rope_jax.data import text  # pylint: disable=g-import-not-at-top
+  if override == "none":
+    return None
+  if override:
+    return override
+  if config.get("train", {}).get("data_source") == "synthetic":
+    return None
+  try:
+    path, _ = text.vocab_path(config.get("data"))
+  except ValueError:
+    return None
+  return path if "://" not in path else None
+
+
+def export_run(workdir: str, out: str, *, step: int | None = None, max_shard_mb: int = 5120,
+               max_position_embeddings: int | None = None, vocab_path: str = "") -> list[str]:
+  """Exports the run; returns the files written."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
+  from rope_jax.weights import hf_checkpoint  # pylint: disable=g-import-not-at-top
+  from rope_jax.weights import hf_config  # pylint: disable=g-import-not-at-top
+
+  _, cfg, _ = rundir.read_config(workdir, step)
+  hf_config.hf_config(cfg, max_position_embeddings=1)  # Refuse before reading any array.
+  restored = rundir.load(workdir, step)
+  config = restored.config.to_dict()
+  if max_position_embeddings is None:
+    train, ev = config.get("train", {}), config.get("eval", {})
+    max_position_embeddings = int(train.get("seq_len", 2048)) * max(
+        [1, *ev.get("length_multipliers", [1])])
+  params = nnx.to_pure_dict(nnx.state(restored.model, nnx.Param))
+  return hf_checkpoint.export(
+      out, params, restored.model_config, max_position_embeddings=max_position_embeddings,
+      vocab_file=vocab_file(config, vocab_path), max_shard_bytes=max_shard_mb * 1024**2)
+
+
+def _run(argv: Sequence[str]) -> None:
+  """The job under absl: flags parsed; user errors -> one line and their exit code."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FLAGS
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
+  try:
+    for name in ("workdir", "out"):
+      if not fv[name].value:
+        raise errors.BadInputError(f"--{name} is required.")
+    if fv.max_shard_mb <= 0:
+      raise errors.BadInputError(f"--max_shard_mb must be positive, got {fv.max_shard_mb}.")
+    files = export_run(fv.workdir, fv.out, step=fv.step, max_shard_mb=fv.max_shard_mb,
+                       max_position_embeddings=fv.max_position_embeddings,
+                       vocab_path=fv.vocab_path)
+  except USER_ERRORS as e:
+    print(f"rope_jax.export_hf: error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(errors.exit_code(e))
+  print(f"Wrote {len(files)} files to {fv.out}: {', '.join(files)}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Entry point: defines the flags, then runs the job under absl (``argv``: default sys.argv)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  define_flags()
+  app.run(_run, argv=argv)
+
+
+if __name__ == "__main__":
+  main()
