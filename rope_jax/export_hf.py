@@ -35,7 +35,7 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
   flags.DEFINE_string("out", None, "Output directory (new or empty).")
-  flags.DEFINE_integer("max_shard_mb", 5120, "Shard model.safetensors above this many MiB.")
+  flags.DEFINE_float("max_shard_mb", 5120.0, "Shard model.safetensors above this many MiB.")
   flags.DEFINE_integer("max_position_embeddings", None, "config.json max_position_embeddings "
                        "(default: the largest evaluated length, eval multipliers x seq_len).")
   flags.DEFINE_string("vocab_path", "", "SentencePiece model to ship as tokenizer.model "
@@ -58,7 +58,7 @@ def vocab_file(config, override: str = "") -> str | None:
   return path if "://" not in path else None
 
 
-def export_run(workdir: str, out: str, *, step: int | None = None, max_shard_mb: int = 5120,
+def export_run(workdir: str, out: str, *, step: int | None = None, max_shard_mb: float = 5120.0,
                max_position_embeddings: int | None = None, vocab_path: str = "") -> list[str]:
   """Exports the run; returns the files written."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
@@ -70,6 +70,10 @@ def export_run(workdir: str, out: str, *, step: int | None = None, max_shard_mb:
   hf_config.hf_config(cfg, max_position_embeddings=1)  # Refuse before reading any array.
   restored = rundir.load(workdir, step)
   config = restored.config.to_dict()
+  carried = dict(restored.metadata.get("import", {}).get("hf", {}))  # An imported run's.
+  if restored.imported and not vocab_path:
+    vocab_path = "none"  # The data section is the house default, not the weights' vocabulary.
+  max_position_embeddings = max_position_embeddings or carried.pop("max_position_embeddings", None)
   if max_position_embeddings is None:
     train, ev = config.get("train", {}), config.get("eval", {})
     max_position_embeddings = int(train.get("seq_len", 2048)) * max(
@@ -77,7 +81,8 @@ def export_run(workdir: str, out: str, *, step: int | None = None, max_shard_mb:
   params = nnx.to_pure_dict(nnx.state(restored.model, nnx.Param))
   return hf_checkpoint.export(
       out, params, restored.model_config, max_position_embeddings=max_position_embeddings,
-      vocab_file=vocab_file(config, vocab_path), max_shard_bytes=max_shard_mb * 1024**2)
+      vocab_file=vocab_file(config, vocab_path), max_shard_bytes=int(max_shard_mb * 1024**2),
+      special_ids=carried if restored.imported else None)
 
 
 def _run(argv: Sequence[str]) -> None:

@@ -65,7 +65,8 @@ def import_run(src: str, out: str, *, param_dtype: str = "float32", shard: bool 
   params = hf_checkpoint.import_params(src, cfg, mesh=mesh, rules=rules)
   total = model_lib.count_params(cfg)["total"]
   logging.info("Imported %s (%s, %d params).", src, family, total)
-  metadata = {"import": {"src": src, "layout": "hf", "architecture": family}}
+  metadata = {"import": {"src": src, "layout": "hf", "architecture": family,
+                         "hf": hf_checkpoint.carried_fields(src)}}
   directory = checkpoints.save_params(out, params, json.loads(config.to_json_best_effort()),
                                       step=step, metadata=metadata)
   return family, directory, total

@@ -44,6 +44,8 @@ TOKENIZER_FILE = "tokenizer.model"
 TOKENIZER_CLASSES = {"llama": "LlamaTokenizer", "gemma": "GemmaTokenizer"}
 # rope_jax's special ids (rope_jax.data.text) by transformers' name.
 SPECIAL_IDS = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
+# config.json fields an imported run carries to its export.
+CARRIED = ("bos_token_id", "eos_token_id", "pad_token_id", "max_position_embeddings")
 
 Path = tuple[Any, ...]
 
@@ -70,6 +72,13 @@ def model_fields(src: str) -> tuple[str, dict[str, Any]]:
   """``(family, ModelConfig fields)`` of a checkpoint directory (``rope`` as a dict)."""
   hf = read_config(src)
   return hf_config.architecture(hf), hf_config.model_fields(hf)
+
+
+def carried_fields(src: str) -> dict[str, Any]:
+  """The ``config.json`` fields an export of the imported run writes back (special token ids,
+  ``max_position_embeddings``), kept in the import metadata."""
+  hf = read_config(src)
+  return {k: hf[k] for k in CARRIED if hf.get(k) is not None}
 
 
 def check_config(cfg: ModelConfig, fields: Mapping[str, Any]) -> None:
@@ -205,6 +214,7 @@ def write_safetensors(out: str, params: Mapping[str, Any], cfg: ModelConfig, *,
              "weight_map": {n: f for f, names in zip(files, shards) for n in names}}
     with open(os.path.join(out, safetensors_io.INDEX_FILE), "w") as f:
       json.dump(index, f, indent=2)
+    files.append(safetensors_io.INDEX_FILE)
   return files
 
 
@@ -217,10 +227,13 @@ def proportional_registered() -> bool:
   return hf_config.PROPORTIONAL in modeling_rope_utils.ROPE_INIT_FUNCTIONS
 
 
-def write_tokenizer(out: str, vocab_file: str, family: str) -> list[str]:
+def write_tokenizer(out: str, vocab_file: str, family: str, vocab_size: int) -> list[str]:
   """Copies a SentencePiece model as ``tokenizer.model`` with its transformers configs."""
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   processor = spm.SentencePieceProcessor(model_file=vocab_file)
+  if processor.get_piece_size() > vocab_size:
+    raise BadInputError(f"The vocabulary {vocab_file!r} has {processor.get_piece_size()} pieces, "
+                        f"more than the model's vocab_size={vocab_size}: not the run's tokenizer.")
   piece = {name: processor.id_to_piece(i) for name, i in SPECIAL_IDS.items()}
   unk = processor.id_to_piece(processor.unk_id())
   shutil.copyfile(vocab_file, os.path.join(out, TOKENIZER_FILE))
@@ -238,9 +251,10 @@ def write_tokenizer(out: str, vocab_file: str, family: str) -> list[str]:
 
 def export(out: str, params: Mapping[str, Any], cfg: ModelConfig, *, max_position_embeddings: int,
            vocab_file: str | None = None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-           ) -> list[str]:
+           special_ids: Mapping[str, int] | None = None) -> list[str]:
   """Writes a transformers checkpoint directory of a run; returns the files written.
 
+  ``special_ids``: ``bos_token_id`` etc. (default: rope_jax's own, ``SPECIAL_IDS``).
   Refuses (BadInputError, before writing anything) a run with no exact transformers
   equivalent: ``hf_config.hf_config`` names the field.
   """
@@ -249,7 +263,8 @@ def export(out: str, params: Mapping[str, Any], cfg: ModelConfig, *, max_positio
     raise BadInputError(f"The run's params mix dtypes {sorted(dtypes)}; export needs one.")
   config, generation = hf_config.hf_config(
       cfg, max_position_embeddings=max_position_embeddings, dtype=dtypes.pop(),
-      proportional_ok=proportional_registered(), special_ids=SPECIAL_IDS)
+      proportional_ok=proportional_registered(),
+      special_ids=SPECIAL_IDS if special_ids is None else special_ids)
   if os.path.exists(out) and os.listdir(out):
     raise BadInputError(f"--out {out!r} exists and is not empty; give a new directory.")
   files = write_safetensors(out, params, cfg, max_shard_bytes=max_shard_bytes)
@@ -258,7 +273,7 @@ def export(out: str, params: Mapping[str, Any], cfg: ModelConfig, *, max_positio
       json.dump(content, f, indent=2)
     files.append(name)
   if vocab_file:
-    files += write_tokenizer(out, vocab_file, config["model_type"])
+    files += write_tokenizer(out, vocab_file, config["model_type"], cfg.vocab_size)
   return files
 
 

@@ -1,0 +1,174 @@
+"""Importing Hugging Face Llama / Mistral checkpoints: logits equal transformers', both config
+schemas give one model, unsupported inputs are refused by name.
+
+The checkpoints and golden logits are transformers' own (``tools/make_hf_fixtures.py``):
+``llama_tiny_gqa`` (GQA, untied ``lm_head``, llama3 scaling with original length 16, so the
+scaling changes every position from 1 on) and ``mistral_tiny_mqa`` (MQA, head_dim 32, θ = 1e6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rope_jax.checkpoint import rundir
+from rope_jax.config.schema import ModelConfig, RopeConfig
+from rope_jax.errors import BadInputError
+from rope_jax.model import transformer as model_lib
+from rope_jax.weights import hf_checkpoint
+from rope_jax.weights import hf_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTDATA = os.path.join(REPO, "tests", "testdata")
+MODELS = ("llama_tiny_gqa", "mistral_tiny_mqa")
+TOLERANCE = 1e-4  # Relative to the largest |logit| at each position.
+
+
+def rel_error(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
+  """``max_v |ours - ref| / max_v |ref|`` per position, the worst row: ``[L]``."""
+  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+  return (np.abs(ours - ref).max(-1) / np.abs(ref).max(-1)).max(0)
+
+
+def reference(name: str) -> tuple[np.ndarray, np.ndarray]:
+  src = os.path.join(TESTDATA, name)
+  return np.load(os.path.join(src, "tokens.npy")), np.load(os.path.join(src, "logits.npy"))
+
+
+def env() -> dict[str, str]:
+  return {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def cli(module: str, *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env(),
+                        capture_output=True, text=True, timeout=300)
+
+
+def legacy_dir(tmp_path, name: str) -> str:
+  """A copy of a fixture whose config.json is the transformers-4 schema."""
+  out = tmp_path / f"{name}_legacy"
+  shutil.copytree(os.path.join(TESTDATA, name), out)
+  shutil.copy(out / "config_legacy.json", out / "config.json")
+  return str(out)
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> dict[str, rundir.Restored]:
+  """Each fixture imported through the CLI (and the legacy-schema Llama), then restored."""
+  root = tmp_path_factory.mktemp("hf_import")
+  out = {}
+  for name, src in [*((m, os.path.join(TESTDATA, m)) for m in MODELS),
+                    ("llama_legacy", legacy_dir(root, "llama_tiny_gqa"))]:
+    proc = cli("rope_jax.import_hf", f"--src={src}", f"--out={root / name}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out[name] = rundir.load(str(root / name))
+  return out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_logits_equal_transformers(imported, name):
+  tokens, ref = reference(name)
+  restored = imported[name]
+  assert restored.imported and restored.metadata["import"]["architecture"] == name.split("_")[0]
+  logits = np.asarray(restored.model(jnp.asarray(tokens)).logits)
+  err = rel_error(logits, ref)
+  print(f"{name}: max relative logit error {err.max():.2e}")
+  assert err.max() <= TOLERANCE, err
+
+
+def test_llama3_scaling_matters_where_compared(imported):
+  """The same weights with unscaled RoPE miss transformers' logits by far more than the tolerance
+  at every position from 8 on, so the comparison above checks the scaling there."""
+  restored = imported["llama_tiny_gqa"]
+  cfg = restored.model_config
+  assert getattr(cfg.rope, "type", None) == "llama3"
+  assert cfg.num_kv_heads < cfg.num_heads and not cfg.tie_embeddings
+  tokens, ref = reference("llama_tiny_gqa")
+  plain = model_lib.Transformer(
+      dataclasses.replace(cfg, rope=RopeConfig(theta=cfg.rope.theta)), rngs=nnx.Rngs(0))
+  nnx.update(plain, nnx.state(restored.model, nnx.Param))
+  err = rel_error(np.asarray(plain(jnp.asarray(tokens)).logits), ref)
+  assert err[8:].min() > 100 * TOLERANCE, err
+
+
+def test_legacy_and_new_schema_give_one_model(imported):
+  new = hf_checkpoint.model_fields(os.path.join(TESTDATA, "llama_tiny_gqa"))
+  legacy_hf = json.load(open(os.path.join(TESTDATA, "llama_tiny_gqa", "config_legacy.json")))
+  assert "rope_parameters" not in legacy_hf and legacy_hf["rope_scaling"]["rope_type"] == "llama3"
+  assert new == (hf_config.architecture(legacy_hf), hf_config.model_fields(legacy_hf))
+  a, b = imported["llama_tiny_gqa"], imported["llama_legacy"]
+  assert a.model_config == b.model_config
+  tokens, _ = reference("llama_tiny_gqa")
+  np.testing.assert_array_equal(a.model(jnp.asarray(tokens)).logits,
+                                b.model(jnp.asarray(tokens)).logits)
+
+
+def test_legacy_type_key_and_linear():
+  hf = json.load(open(os.path.join(TESTDATA, "mistral_tiny_mqa", "config_legacy.json")))
+  hf["rope_scaling"] = {"type": "linear", "factor": 4.0}  # transformers 4.3x spelling.
+  rope = RopeConfig(**hf_config.model_fields(hf)["rope"])
+  assert rope.theta == 1e6
+  assert getattr(rope, "type", "linear") == "linear"
+  assert getattr(rope, "factor", getattr(rope, "scale_factor", None)) == 4.0
+
+
+def _config(name: str = "llama_tiny_gqa") -> dict:
+  return json.load(open(os.path.join(TESTDATA, name, "config.json")))
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2"), "Qwen2ForCausalLM"),
+    (dict(rope_parameters=dict(rope_type="longrope", rope_theta=1e4, factor=2.0)), "longrope"),
+    (dict(rope_parameters=dict(rope_type="default", rope_theta=1e4, partial_rotary_factor=0.5)),
+     "partial_rotary_factor"),
+    (dict(attention_bias=True), "attention_bias"),
+    (dict(hidden_act="gelu"), "hidden_act"),
+    (dict(rope_parameters=dict(full_attention=dict(rope_type="default", rope_theta=1e4))),
+     "per layer type"),
+])
+def test_refused_by_name(change, named):
+  with pytest.raises(BadInputError, match=named):
+    hf_config.model_fields({**_config(), **change})
+
+
+def test_cli_refusal_is_one_line_exit_2(tmp_path):
+  src = tmp_path / "qwen"
+  shutil.copytree(os.path.join(TESTDATA, "mistral_tiny_mqa"), src)
+  json.dump({**_config("mistral_tiny_mqa"), "architectures": ["Qwen2ForCausalLM"]},
+            open(src / "config.json", "w"))
+  proc = cli("rope_jax.import_hf", f"--src={src}", f"--out={tmp_path / 'run'}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "Qwen2ForCausalLM" in last and "LlamaForCausalLM" in last and "Traceback" not in \
+      proc.stderr
+  assert not (tmp_path / "run").exists()
+
+
+def test_missing_and_misshapen_tensors_named(tmp_path):
+  from rope_jax.weights import safetensors_io  # pylint: disable=g-import-not-at-top
+  name = "mistral_tiny_mqa"
+  src = tmp_path / "bad"
+  shutil.copytree(os.path.join(TESTDATA, name), src)
+  reader = safetensors_io.SafetensorsReader(str(src))
+  tensors = {k: np.array(reader.read(k)) for k in reader.keys()}
+  del reader
+  cfg = ModelConfig(**{**hf_checkpoint.model_fields(str(src))[1],
+                       "rope": RopeConfig(**hf_checkpoint.model_fields(str(src))[1]["rope"])})
+  bad = dict(tensors)
+  bad["model.layers.1.mlp.up_proj.weight"] = bad["model.layers.1.mlp.up_proj.weight"][:, :-1]
+  safetensors_io.save_file(str(src / "model.safetensors"), bad)
+  with pytest.raises(BadInputError, match=r"model\.layers\.1\.mlp\.up_proj\.weight"):
+    hf_checkpoint.import_params(str(src), cfg)
+  del bad["model.layers.1.mlp.up_proj.weight"]
+  safetensors_io.save_file(str(src / "model.safetensors"), bad)
+  with pytest.raises(BadInputError, match=r"Missing tensor 'model\.layers\.1\.mlp\.up_proj"):
+    hf_checkpoint.import_params(str(src), cfg)
