@@ -239,8 +239,13 @@ def write_tokenizer(out: str, vocab_file: str, family: str, vocab_size: int) -> 
   shutil.copyfile(vocab_file, os.path.join(out, TOKENIZER_FILE))
   special = {"bos_token": piece["bos_token_id"], "eos_token": piece["eos_token_id"],
              "pad_token": piece["pad_token_id"], "unk_token": unk}
+  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString(processor.serialized_model_proto())
   tokenizer_config = {"tokenizer_class": TOKENIZER_CLASSES[family], "add_bos_token": True,
                       "add_eos_token": False, "legacy": False, "model_max_length": 1 << 20,
+                      # transformers' default adds a "▁" before the text; the model says.
+                      "add_prefix_space": bool(proto.normalizer_spec.add_dummy_prefix),
                       "sp_model_kwargs": {}, **special}
   for name, content in (("tokenizer_config.json", tokenizer_config),
                         ("special_tokens_map.json", special)):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from rope_jax.config.schema import ModelConfig, RopeConfig
+from rope_jax.config.schema import MODEL_SIZES, ModelConfig, RopeConfig
 from rope_jax.errors import BadInputError
 
 # HF architecture class -> model_type.
@@ -109,10 +109,36 @@ def rope_fields(hf: Mapping[str, Any]) -> dict[str, Any]:
   if rope_type not in SCALING_TYPES:
     raise BadInputError(f"{where}: rope type {rope_type!r} is not supported; supported: "
                         f"{', '.join(SCALING_TYPES + (PROPORTIONAL,))}.")
+  params = _hf_lengths(hf, rope_type, params)
+  if rope_type == "default" and params.get("factor") not in (None, 1, 1.0):  # proportional
+    rope_type = "linear"
+  elif rope_type == "default":
+    params.pop("factor", None)
   fields: dict[str, Any] = dict(variant="p_rope", fraction=fraction, theta=theta,
                                 layout="split_half")
   fields.update(scaling_fields(rope_type, params, where))
   return fields
+
+
+def _hf_lengths(hf: Mapping[str, Any], rope_type: str, params: dict[str, Any]) -> dict[str, Any]:
+  """The context lengths transformers actually uses, made explicit.
+
+  ``llama3``/``yarn``: ``original_max_position_embeddings`` from the top level (Phi-3 style),
+  else the parameters, else ``max_position_embeddings``; YaRN without ``factor`` stretches to
+  ``max_position_embeddings``. ``dynamic`` stretches from ``max_position_embeddings`` whatever
+  the parameters say (``_compute_dynamic_ntk_parameters``).
+  """
+  params = dict(params)
+  max_pos = hf.get("max_position_embeddings")
+  if rope_type in ("llama3", "yarn"):
+    original = hf.get("original_max_position_embeddings") or params.get(
+        "original_max_position_embeddings") or max_pos
+    params["original_max_position_embeddings"] = original
+    if rope_type == "yarn" and params.get("factor") is None and max_pos and original:
+      params["factor"] = max_pos / original
+  elif rope_type == "dynamic":
+    params["original_max_position_embeddings"] = max_pos
+  return params
 
 
 def _has_rope_type() -> bool:
@@ -194,10 +220,22 @@ def export_family(cfg: ModelConfig) -> str:
     raise BadInputError(
         f"The run's decoder {mine} is neither Gemma's {GEMMA_FIELDS} nor Llama's "
         f"{LLAMA_FIELDS}; transformers has no class for it.")
+  handled = set(MODEL_SIZES) | set(GEMMA_FIELDS) | {
+      "rope", "global_rope", "global_every", "norm_eps", "dtype", "param_dtype",
+      "attention_impl", "remat", "query_scale"}
+  for f in dataclasses.fields(ModelConfig):
+    if f.name not in handled and f.default is not dataclasses.MISSING and \
+        getattr(cfg, f.name) != f.default:
+      raise BadInputError(f"model.{f.name}={getattr(cfg, f.name)!r} has no transformers "
+                          f"equivalent in {MODEL_TYPES[family]}; not exported.")
   if cfg.query_scale is not None and cfg.query_scale != cfg.head_dim**-0.5:
     raise BadInputError(f"model.query_scale={cfg.query_scale} differs from head_dim^-0.5, which "
                         f"{MODEL_TYPES[family]} applies.")
   return family
+
+
+# RopeConfig fields the export maps; any other field must keep its default.
+_EXPORTED_ROPE_FIELDS = ("theta", "fraction", "scale_factor", "type")
 
 
 def _export_rope(cfg: ModelConfig, proportional_ok: bool) -> dict[str, Any]:
@@ -207,41 +245,42 @@ def _export_rope(cfg: ModelConfig, proportional_ok: bool) -> dict[str, Any]:
     raise BadInputError("The run uses a second encoding on every "
                         f"{cfg.global_every}th layer (model.global_rope); transformers' "
                         "Llama/Gemma apply one encoding to all layers.")
-  allowed = RopeConfig(theta=rope.theta, fraction=rope.fraction)
-  for f in ("variant", "layout"):
-    if getattr(rope, f) != getattr(allowed, f):
+  scaling = scaling_params(rope)
+  default = RopeConfig()
+  for f in dataclasses.fields(RopeConfig):
+    if f.name in _EXPORTED_ROPE_FIELDS or f.name in scaling:
+      continue
+    if getattr(rope, f.name) != getattr(default, f.name):
       raise BadInputError(
-          f"model.rope.{f}={getattr(rope, f)!r} has no transformers equivalent for these "
-          f"architectures (only variant='p_rope' with layout='split_half' is exported).")
+          f"model.rope.{f.name}={getattr(rope, f.name)!r} has no transformers equivalent for "
+          f"Llama/Gemma (they rotate split-half pairs with variant='p_rope' and add no logit "
+          f"bias); not exported.")
   params: dict[str, Any] = {"rope_theta": float(rope.theta)}
   rope_type = getattr(rope, "type", "default")
-  scale = getattr(rope, "scale_factor", 1.0)
-  if scale != 1.0:
-    rope_type, scaling = "linear", {"factor": float(scale)}
-  else:
-    scaling = {k: v for k, v in scaling_params(rope).items() if v is not None}
+  if rope.scale_factor != 1.0:
+    rope_type, scaling = "linear", {"factor": float(rope.scale_factor)}
+  if rope_type not in SCALING_TYPES:
+    raise BadInputError(f"model.rope.type={rope_type!r} has no transformers rope type; exported "
+                        f"are {SCALING_TYPES}.")
   if rope.fraction != 1.0:
     if not proportional_ok:
       raise BadInputError(
           f"model.rope.fraction={rope.fraction} (p-RoPE) needs transformers' "
           f"{PROPORTIONAL!r} rope type, which the installed transformers does not register.")
-    if rope_type != "default":
+    if rope_type not in ("default", "linear"):
       raise BadInputError(f"p-RoPE (fraction {rope.fraction}) with rope type {rope_type!r} has "
-                          f"no transformers equivalent ({PROPORTIONAL!r} takes no scaling).")
+                          f"no transformers equivalent ({PROPORTIONAL!r} takes only a linear "
+                          "factor).")
     rope_type = PROPORTIONAL
-    scaling = {"partial_rotary_factor": float(rope.fraction)}
+    scaling = {**scaling, "partial_rotary_factor": float(rope.fraction)}
   params["rope_type"] = rope_type
   params.update(scaling)
   return params
 
 
 def scaling_params(rope: RopeConfig) -> dict[str, Any]:
-  """The HF-named scaling parameters a ``RopeConfig`` carries (empty without ``type``)."""
-  if not _has_rope_type():
-    return {}
-  from rope_jax import rope_scaling  # pylint: disable=g-import-not-at-top
-  return {k: getattr(rope, k) for k in rope_scaling.PARAMETER_NAMES
-          if getattr(rope, k, None) is not None}
+  """The HF-named scaling parameters a ``RopeConfig`` sets (empty without ``type``)."""
+  return rope.scaling_params() if _has_rope_type() else {}
 
 
 def hf_config(cfg: ModelConfig, *, max_position_embeddings: int, dtype: str = "float32",
@@ -250,6 +289,8 @@ def hf_config(cfg: ModelConfig, *, max_position_embeddings: int, dtype: str = "f
   """``(config.json, generation_config.json)`` of a run, RoPE in both schemas."""
   family = export_family(cfg)
   rope = _export_rope(cfg, proportional_ok)
+  if rope["rope_type"] == "dynamic":  # transformers stretches from max_position_embeddings.
+    max_position_embeddings = rope.pop("original_max_position_embeddings")
   legacy = {k: v for k, v in rope.items() if k != "rope_theta"}
   config: dict[str, Any] = {
       "architectures": [MODEL_TYPES[family]], "model_type": family,
