@@ -560,7 +560,7 @@ def restore_metadata(directory: str | epath.PathLike, step: int | None = None) -
       return manager.restore(candidate, args=ocp.args.Composite(
           **{_METADATA: ocp.args.JsonRestore()}))[_METADATA]
 
-    _, value, _ = _first_restorable(path, steps, step, read, what="read (metadata)",
+    _, value, _ = _first_restorable(path, steps, step, read, what="read",
                                     agree=False)
     return {} if value is None else value
   finally:

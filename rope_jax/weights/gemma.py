@@ -18,8 +18,8 @@ Both store RMSNorm scales for ``(1 + scale)`` and the un-scaled embedding table,
 does, and both use split-half RoPE, so no head-dim permutation is needed (unlike the Llama
 conversion); the equivalence tests against Hugging Face's PyTorch Gemma check exactly this.
 
-Memory: the target model is built abstractly (``model.abstract_model``, nothing allocated), then each
-parameter is created from one source tensor (memory-mapped for safetensors) with
+Memory: the target model is built abstractly (``model.abstract_model``: nothing allocated), then
+each parameter is created from one source tensor (memory-mapped for safetensors) with
 ``jax.make_array_from_callback`` straight into its ``NamedSharding`` when a mesh is given, and
 the host copy is dropped before the next one. Peak host memory is one copy of the params plus
 about one tensor (measured by ``benchmarks/import_memory.py``).
