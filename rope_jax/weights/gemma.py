@@ -43,9 +43,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
+from rope_jax import rope as rope_lib
 from rope_jax.checkpoint import manager as checkpoint_lib
 from rope_jax.model import transformer as model_lib
-from rope_jax import rope as rope_lib
 from rope_jax import sharding as sharding_lib
 from rope_jax.weights import safetensors_io
 
