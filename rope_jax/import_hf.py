@@ -46,7 +46,7 @@ def import_run(src: str, out: str, *, param_dtype: str = "float32", shard: bool 
   import json  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   from rope_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
   from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import hf_checkpoint  # pylint: disable=g-import-not-at-top
@@ -67,7 +67,7 @@ def import_run(src: str, out: str, *, param_dtype: str = "float32", shard: bool 
   logging.info("Imported %s (%s, %d params).", src, family, total)
   metadata = {"import": {"src": src, "layout": "hf", "architecture": family,
                          "hf": hf_checkpoint.carried_fields(src)}}
-  directory = checkpoints.save_params(out, params, json.loads(config.to_json_best_effort()),
+  directory = rundir.save_params(out, params, json.loads(config.to_json_best_effort()),
                                       step=step, metadata=metadata)
   return family, directory, total
 

@@ -20,7 +20,7 @@ from flax import nnx
 
 from rope_jax import export_hf
 from rope_jax import import_hf
-from rope_jax.checkpoint import params as checkpoints
+
 from rope_jax.checkpoint import rundir
 from rope_jax.config import base as config_lib
 from rope_jax.data import text
@@ -65,7 +65,7 @@ def make_run(workdir: str, model: dict, rope: dict, seed: int = 0) -> model_lib.
     if path[-1] == "scale":  # Norm scales away from their init value.
       key, sub = jax.random.split(key)
       leaf.set_value(leaf[...] + 0.3 * jax.random.normal(sub, leaf.shape))
-  checkpoints.save_params(workdir, nnx.state(m, nnx.Param),
+  rundir.save_params(workdir, nnx.state(m, nnx.Param),
                           json.loads(config.to_json_best_effort()))
   return m
 
