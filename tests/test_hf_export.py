@@ -20,7 +20,6 @@ from flax import nnx
 
 from rope_jax import export_hf
 from rope_jax import import_hf
-
 from rope_jax.checkpoint import rundir
 from rope_jax.config import base as config_lib
 from rope_jax.data import text
@@ -52,7 +51,6 @@ RUNS = {
                       "LlamaForCausalLM"),
 }
 
-
 def make_run(workdir: str, model: dict, rope: dict, seed: int = 0) -> model_lib.Transformer:
   """A run directory holding random params of this model (as a trained run's checkpoint)."""
   config = config_lib.base_config()
@@ -69,10 +67,8 @@ def make_run(workdir: str, model: dict, rope: dict, seed: int = 0) -> model_lib.
                           json.loads(config.to_json_best_effort()))
   return m
 
-
 def tokens(vocab: int) -> np.ndarray:
   return np.random.default_rng(3).integers(3, vocab, (2, LENGTH)).astype(np.int32)
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict[str, tuple[str, str, model_lib.Transformer]]:
@@ -85,7 +81,6 @@ def exported(tmp_path_factory) -> dict[str, tuple[str, str, model_lib.Transforme
     out[name] = (workdir, hf_dir, m)
   return out
 
-
 @pytest.mark.parametrize("name", RUNS)
 def test_transformers_loads_the_export_with_the_same_logits(exported, name):
   _, hf_dir, model = exported[name]
@@ -97,7 +92,6 @@ def test_transformers_loads_the_export_with_the_same_logits(exported, name):
   err = rel_error(np.asarray(model(jnp.asarray(ids)).logits), ref)
   print(f"{name}: max relative logit error vs transformers {err.max():.2e}")
   assert err.max() <= TOLERANCE, err
-
 
 def test_the_encoding_matters_where_compared(exported):
   """Each exported encoding, swapped for plain RoPE in rope_jax, misses transformers' logits by
@@ -113,7 +107,6 @@ def test_the_encoding_matters_where_compared(exported):
     nnx.update(plain, nnx.state(model, nnx.Param))
     err = rel_error(np.asarray(plain(jnp.asarray(ids)).logits), ref)
     assert err[20:].min() > 100 * TOLERANCE, (name, err)
-
 
 def test_config_has_both_rope_schemas(exported):
   hf = json.load(open(os.path.join(exported["llama_llama3"][1], "config.json")))
@@ -131,7 +124,6 @@ def test_config_has_both_rope_schemas(exported):
   gen = json.load(open(os.path.join(exported["gemma_rope"][1], "generation_config.json")))
   assert (gen["bos_token_id"], gen["eos_token_id"]) == (text.BOS_ID, text.EOS_ID)
 
-
 @pytest.mark.parametrize("name", RUNS)
 def test_export_then_import_gives_the_same_params(exported, tmp_path, name):
   workdir, hf_dir, _ = exported[name]
@@ -145,7 +137,6 @@ def test_export_then_import_gives_the_same_params(exported, tmp_path, name):
     x, y = np.asarray(leaf[...]), np.asarray(b[path][...])
     assert x.dtype == y.dtype and np.array_equal(x.view(np.uint8), y.view(np.uint8)), path
 
-
 def test_tokenizer_shipped_and_loaded(exported):
   _, hf_dir, _ = exported["gemma_rope"]
   path, _ = text.vocab_path({"task": "offline"})
@@ -155,7 +146,6 @@ def test_tokenizer_shipped_and_loaded(exported):
   for sample in ("hello world", "def f(x):\n    return x  # 12345", " two  spaces é"):
     assert hf_tok(sample).input_ids == [text.BOS_ID, *ours.encode(sample)], sample
   assert not os.path.exists(os.path.join(exported["gemma_p_rope"][1], "tokenizer.model"))
-
 
 def test_sharded_export_through_the_cli(exported, tmp_path):
   workdir, hf_dir, model = exported["llama_llama3"]
@@ -175,7 +165,6 @@ def test_sharded_export_through_the_cli(exported, tmp_path):
   with torch.no_grad():
     ref = hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
   assert rel_error(np.asarray(model(jnp.asarray(ids)).logits), ref).max() <= TOLERANCE
-
 
 @pytest.mark.parametrize("model, rope, named", [
     ({}, dict(variant="reversed", fraction=0.5), "variant"),
@@ -202,7 +191,6 @@ def test_refused_by_name(model, rope, named):
     pytest.skip(f"this rope_jax has no such field: {e}")
   with pytest.raises(BadInputError, match=named):
     hf_config.hf_config(cfg, max_position_embeddings=64)
-
 
 def test_cli_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path):
   workdir = str(tmp_path / "run")
