@@ -42,9 +42,12 @@ def define_flags() -> None:
                       "(default: the run's data vocabulary; 'none' ships none).")
 
 
-def vocab_file(config, override: str = "") -> str | None:
-  """The SentencePiece file to ship: ``override``, else the run's data vocabulary, else None."""
+def vocab_file(config, vocab_size: int, override: str = "") -> str | None:
+  """The SentencePiece file to ship: ``override``, else the run's data vocabulary when the model
+  can hold it (synthetic-data runs, and runs whose vocabulary outgrows the model, ship none)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
   from rope_jax.data import text  # pylint: disable=g-import-not-at-top
+  from rope_jax.weights import hf_checkpoint  # pylint: disable=g-import-not-at-top
   if override == "none":
     return None
   if override:
@@ -53,9 +56,11 @@ def vocab_file(config, override: str = "") -> str | None:
     return None
   try:
     path, _ = text.vocab_path(config.get("data"))
-  except ValueError:
+    hf_checkpoint.check_vocab(path, vocab_size)
+  except (ValueError, OSError) as e:
+    logging.warning("No tokenizer shipped: %s", e)
     return None
-  return path if "://" not in path else None
+  return path
 
 
 def export_run(workdir: str, out: str, *, step: int | None = None, max_shard_mb: float = 5120.0,
@@ -81,7 +86,8 @@ def export_run(workdir: str, out: str, *, step: int | None = None, max_shard_mb:
   params = nnx.to_pure_dict(nnx.state(restored.model, nnx.Param))
   return hf_checkpoint.export(
       out, params, restored.model_config, max_position_embeddings=max_position_embeddings,
-      vocab_file=vocab_file(config, vocab_path), max_shard_bytes=int(max_shard_mb * 1024**2),
+      vocab_file=vocab_file(config, restored.model_config.vocab_size, vocab_path),
+      max_shard_bytes=int(max_shard_mb * 1024**2),
       special_ids=carried if restored.imported else None)
 
 

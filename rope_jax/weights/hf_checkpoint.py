@@ -227,13 +227,21 @@ def proportional_registered() -> bool:
   return hf_config.PROPORTIONAL in modeling_rope_utils.ROPE_INIT_FUNCTIONS
 
 
-def write_tokenizer(out: str, vocab_file: str, family: str, vocab_size: int) -> list[str]:
+def check_vocab(vocab_file: str, vocab_size: int) -> None:
+  """BadInputError unless ``vocab_file`` is a SentencePiece model that fits ``vocab_size``."""
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(vocab_file):
+    raise BadInputError(f"SentencePiece vocabulary {vocab_file!r} does not exist.")
+  pieces = spm.SentencePieceProcessor(model_file=vocab_file).get_piece_size()
+  if pieces > vocab_size:
+    raise BadInputError(f"The vocabulary {vocab_file!r} has {pieces} pieces, more than the "
+                        f"model's vocab_size={vocab_size}: not the run's tokenizer.")
+
+
+def write_tokenizer(out: str, vocab_file: str, family: str) -> list[str]:
   """Copies a SentencePiece model as ``tokenizer.model`` with its transformers configs."""
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   processor = spm.SentencePieceProcessor(model_file=vocab_file)
-  if processor.get_piece_size() > vocab_size:
-    raise BadInputError(f"The vocabulary {vocab_file!r} has {processor.get_piece_size()} pieces, "
-                        f"more than the model's vocab_size={vocab_size}: not the run's tokenizer.")
   piece = {name: processor.id_to_piece(i) for name, i in SPECIAL_IDS.items()}
   unk = processor.id_to_piece(processor.unk_id())
   shutil.copyfile(vocab_file, os.path.join(out, TOKENIZER_FILE))
@@ -272,13 +280,15 @@ def export(out: str, params: Mapping[str, Any], cfg: ModelConfig, *, max_positio
       special_ids=SPECIAL_IDS if special_ids is None else special_ids)
   if os.path.exists(out) and os.listdir(out):
     raise BadInputError(f"--out {out!r} exists and is not empty; give a new directory.")
+  if vocab_file:
+    check_vocab(vocab_file, cfg.vocab_size)
   files = write_safetensors(out, params, cfg, max_shard_bytes=max_shard_bytes)
   for name, content in ((CONFIG_FILE, config), (GENERATION_CONFIG_FILE, generation)):
     with open(os.path.join(out, name), "w") as f:
       json.dump(content, f, indent=2)
     files.append(name)
   if vocab_file:
-    files += write_tokenizer(out, vocab_file, config["model_type"], cfg.vocab_size)
+    files += write_tokenizer(out, vocab_file, config["model_type"])
   return files
 
 
