@@ -35,7 +35,10 @@ setup(
     package_data={"rope_jax": ["data/assets/*", "analysis/prompts.txt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # transformers + torch: the Hugging Face round-trip tests (tests/test_hf_*.py) compare
+        # with transformers' own PyTorch models. The CPU build of torch is enough; .ci/run
+        # installs it first (pip would otherwise resolve a CUDA build of several GB).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "transformers>=5.0", "torch>=2.4"],
         # libtpu matching the installed jax: TPU VMs, and ahead-of-time TPU compiles on a CPU host.
         "tpu": ["jax[tpu]>=0.10.2,<0.13"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.13"],

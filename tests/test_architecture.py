@@ -13,7 +13,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "rope_jax"
 CLIS = ("rope_jax.train", "rope_jax.aot", "rope_jax.analyze", "rope_jax.sample",
-        "rope_jax.import_gemma", "rope_jax.results")
+        "rope_jax.import_gemma", "rope_jax.import_hf", "rope_jax.export_hf", "rope_jax.results")
 # Longest prefix wins.
 LAYERS = {
     "rope_jax.rope": 0,
