@@ -50,6 +50,7 @@ def import_run(src: str, out: str, *, param_dtype: str = "float32", shard: bool 
   from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import hf_checkpoint  # pylint: disable=g-import-not-at-top
+  from rope_jax.weights import hf_config  # pylint: disable=g-import-not-at-top
 
   family, fields = hf_checkpoint.model_fields(src)
   config = config_lib.base_config()
@@ -62,11 +63,14 @@ def import_run(src: str, out: str, *, param_dtype: str = "float32", shard: bool 
   if shard:
     mesh_cfg = sharding_lib.MeshConfig.from_dict(config_lib.to_dict(config.mesh))
     mesh, rules = sharding_lib.make_mesh(mesh_cfg), mesh_cfg.logical_axis_rules
+  notes = hf_config.caveats(hf_checkpoint.read_config(src))
+  for note in notes:
+    logging.warning("%s", note)
   params = hf_checkpoint.import_params(src, cfg, mesh=mesh, rules=rules)
   total = model_lib.count_params(cfg)["total"]
   logging.info("Imported %s (%s, %d params).", src, family, total)
   metadata = {"import": {"src": src, "layout": "hf", "architecture": family,
-                         "hf": hf_checkpoint.carried_fields(src)}}
+                         "hf": hf_checkpoint.carried_fields(src), "caveats": notes}}
   directory = rundir.save_params(out, params, json.loads(config.to_json_best_effort()),
                                       step=step, metadata=metadata)
   return family, directory, total

@@ -121,6 +121,26 @@ def test_legacy_type_key_and_linear():
   assert getattr(rope, "factor", getattr(rope, "scale_factor", None)) == 4.0
 
 
+def test_gemma_through_import_hf(tmp_path):
+  """import_hf takes Gemma too (the transformers checkpoint of tests/test_gemma_import.py)."""
+  from rope_jax import import_hf  # pylint: disable=g-import-not-at-top
+  src = os.path.join(TESTDATA, "gemma_tiny_mqa", "hf")
+  family, _, _ = import_hf.import_run(src, str(tmp_path / "gemma"))
+  restored = rundir.load(str(tmp_path / "gemma"))
+  assert family == "gemma" and restored.model_config.norm_plus_one
+  with np.load(os.path.join(TESTDATA, "gemma_tiny_mqa", "reference_logits.npz")) as z:
+    tokens, ref = z["tokens"], z["logits"]
+  assert rel_error(np.asarray(restored.model(jnp.asarray(tokens)).logits), ref).max() <= TOLERANCE
+
+
+def test_sliding_window_is_a_named_caveat():
+  hf = {**_config("mistral_tiny_mqa"), "sliding_window": 32}
+  assert hf_config.model_fields(hf) == hf_config.model_fields(_config("mistral_tiny_mqa"))
+  (note,) = hf_config.caveats(hf)
+  assert "sliding_window=32" in note
+  assert not hf_config.caveats({**hf, "sliding_window": 128})
+
+
 def _config(name: str = "llama_tiny_gqa") -> dict:
   return json.load(open(os.path.join(TESTDATA, name, "config.json")))
 

@@ -193,9 +193,10 @@ def model_fields(hf: Mapping[str, Any]) -> dict[str, Any]:
     fields["tie_embeddings"] = bool(hf.get("tie_word_embeddings", False))
   elif hf.get("tie_word_embeddings") is False:
     raise BadInputError("config.json tie_word_embeddings is false for gemma; Gemma ties them.")
-  for flag in ("attention_bias", "mlp_bias"):
+  for flag in ("attention_bias", "mlp_bias", "use_bidirectional_attention"):
     if hf.get(flag):
-      raise BadInputError(f"config.json {flag} is true; rope_jax's decoder has no biases.")
+      raise BadInputError(f"config.json {flag} is true; rope_jax's decoder is causal and has no "
+                          "biases.")
   if hf.get("pretraining_tp", 1) not in (1, None):
     raise BadInputError(f"config.json pretraining_tp={hf['pretraining_tp']}; only 1 is "
                         "supported.")
@@ -203,6 +204,16 @@ def model_fields(hf: Mapping[str, Any]) -> dict[str, Any]:
     raise BadInputError(f"config.json attention_dropout={hf['attention_dropout']}; only 0.")
   fields["rope"] = rope_fields(hf)
   return fields
+
+
+def caveats(hf: Mapping[str, Any]) -> list[str]:
+  """What of a ``config.json`` the import keeps but rope_jax does not reproduce everywhere."""
+  out = []
+  window, max_pos = hf.get("sliding_window"), hf.get("max_position_embeddings")
+  if window and (not max_pos or window < max_pos):
+    out.append(f"config.json sliding_window={window}: rope_jax attends to the whole context, so "
+               f"logits equal the checkpoint's only for sequences up to {window} tokens.")
+  return out
 
 
 # ------------------------------------------------------------------------------------ export
