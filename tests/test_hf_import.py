@@ -141,6 +141,30 @@ def test_sliding_window_is_a_named_caveat():
   assert not hf_config.caveats({**hf, "sliding_window": 128})
 
 
+@pytest.mark.parametrize("rope, top, want", [
+    # YaRN without a factor stretches to max_position_embeddings (DeepSeek-V3 style).
+    (dict(rope_type="yarn", original_max_position_embeddings=32), {},
+     dict(type="yarn", factor=4.0, original_max_position_embeddings=32)),
+    # llama3 without original_max_position_embeddings: transformers takes max_position_embeddings;
+    # a top-level one (Phi-3 style) wins over the parameters'.
+    (dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0), {},
+     dict(type="llama3", original_max_position_embeddings=128)),
+    (dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+          original_max_position_embeddings=64), dict(original_max_position_embeddings=16),
+     dict(original_max_position_embeddings=16)),
+    # dynamic NTK stretches from max_position_embeddings whatever the parameters say.
+    (dict(rope_type="dynamic", factor=2.0, original_max_position_embeddings=8), {},
+     dict(type="dynamic", factor=2.0, original_max_position_embeddings=128)),
+    # p-RoPE with a linear factor.
+    (dict(rope_type="proportional", partial_rotary_factor=0.25, factor=2.0), {},
+     dict(fraction=0.25, type="linear", factor=2.0)),
+])
+def test_transformers_context_lengths(rope, top, want):
+  hf = {**_config(), **top, "rope_parameters": dict(rope_theta=1e4, **rope)}
+  got = hf_config.model_fields(hf)["rope"]
+  assert {k: got.get(k) for k in want} == want
+
+
 def _config(name: str = "llama_tiny_gqa") -> dict:
   return json.load(open(os.path.join(TESTDATA, name, "config.json")))
 
