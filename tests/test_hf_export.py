@@ -62,7 +62,7 @@ def make_run(workdir: str, model: dict, rope: dict, seed: int = 0) -> model_lib.
   for path, leaf in nnx.to_flat_state(nnx.state(m, nnx.Param)):
     if path[-1] == "scale":  # Norm scales away from their init value.
       key, sub = jax.random.split(key)
-      leaf.set_value(leaf[...] + 0.3 * jax.random.normal(sub, leaf.shape))
+      leaf.set_value((leaf[...] + 0.3 * jax.random.normal(sub, leaf.shape)).astype(leaf.dtype))
   rundir.save_params(workdir, nnx.state(m, nnx.Param),
                           json.loads(config.to_json_best_effort()))
   return m
@@ -136,6 +136,22 @@ def test_export_then_import_gives_the_same_params(exported, tmp_path, name):
   for path, leaf in a:
     x, y = np.asarray(leaf[...]), np.asarray(b[path][...])
     assert x.dtype == y.dtype and np.array_equal(x.view(np.uint8), y.view(np.uint8)), path
+
+def test_bfloat16_round_trip(tmp_path):
+  """A bfloat16 run exports BF16 tensors (config dtype bfloat16) and imports back bit for bit."""
+  workdir, hf_dir = str(tmp_path / "run"), str(tmp_path / "hf")
+  make_run(workdir, {**SIZES, **LLAMA, "param_dtype": "bfloat16"}, dict(theta=1e4))
+  export_hf.export_run(workdir, hf_dir)
+  assert json.load(open(os.path.join(hf_dir, "config.json")))["dtype"] == "bfloat16"
+  assert {str(safetensors_io.SafetensorsReader(hf_dir).spec(k)[1])
+          for k in safetensors_io.SafetensorsReader(hf_dir).keys()} == {"bfloat16"}
+  import_hf.import_run(hf_dir, str(tmp_path / "back"), param_dtype="bfloat16")
+  a = nnx.to_flat_state(nnx.state(rundir.load(workdir).model, nnx.Param))
+  b = dict(nnx.to_flat_state(nnx.state(rundir.load(str(tmp_path / "back")).model, nnx.Param)))
+  for path, leaf in a:
+    x, y = np.asarray(leaf[...]), np.asarray(b[path][...])
+    assert x.dtype == y.dtype and np.array_equal(x.view(np.uint16), y.view(np.uint16)), path
+
 
 def test_tokenizer_shipped_and_loaded(exported):
   _, hf_dir, _ = exported["gemma_rope"]
