@@ -51,6 +51,7 @@ RUNS = {
                       "LlamaForCausalLM"),
 }
 
+
 def make_run(workdir: str, model: dict, rope: dict, seed: int = 0) -> model_lib.Transformer:
   """A run directory holding random params of this model (as a trained run's checkpoint)."""
   config = config_lib.base_config()
@@ -67,46 +68,53 @@ def make_run(workdir: str, model: dict, rope: dict, seed: int = 0) -> model_lib.
                           json.loads(config.to_json_best_effort()))
   return m
 
+
 def tokens(vocab: int) -> np.ndarray:
   return np.random.default_rng(3).integers(3, vocab, (2, LENGTH)).astype(np.int32)
 
+
+def hf_logits(hf_dir: str, ids: np.ndarray) -> tuple[str, np.ndarray]:
+  """``(class name, logits)`` of transformers' AutoModelForCausalLM on the exported directory."""
+  hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+  with torch.no_grad():
+    return type(hf).__name__, hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
+
+
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict[str, tuple[str, str, model_lib.Transformer]]:
+def exported(tmp_path_factory) -> dict[str, tuple]:
+  """name -> (workdir, export directory, model, transformers' class name, its logits)."""
   root = tmp_path_factory.mktemp("hf_export")
   out = {}
   for name, (model, rope, _) in RUNS.items():
     workdir, hf_dir = str(root / name), str(root / f"{name}_hf")
     m = make_run(workdir, model, rope)
     export_hf.export_run(workdir, hf_dir)
-    out[name] = (workdir, hf_dir, m)
+    out[name] = (workdir, hf_dir, m, *hf_logits(hf_dir, tokens(m.cfg.vocab_size)))
   return out
+
 
 @pytest.mark.parametrize("name", RUNS)
 def test_transformers_loads_the_export_with_the_same_logits(exported, name):
-  _, hf_dir, model = exported[name]
-  hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
-  assert type(hf).__name__ == RUNS[name][2]
+  _, _, model, cls, ref = exported[name]
+  assert cls == RUNS[name][2]
   ids = tokens(model.cfg.vocab_size)
-  with torch.no_grad():
-    ref = hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
   err = rel_error(np.asarray(model(jnp.asarray(ids)).logits), ref)
   print(f"{name}: max relative logit error vs transformers {err.max():.2e}")
   assert err.max() <= TOLERANCE, err
+
 
 def test_the_encoding_matters_where_compared(exported):
   """Each exported encoding, swapped for plain RoPE in rope_jax, misses transformers' logits by
   far more than the tolerance: the comparison above checks the encoding, not just the weights."""
   for name in ("gemma_p_rope", "llama_llama3", "llama_yarn", "llama_dynamic"):
-    _, hf_dir, model = exported[name]
-    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    _, _, model, _, ref = exported[name]
     ids = tokens(model.cfg.vocab_size)
-    with torch.no_grad():
-      ref = hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
     cfg = dataclasses.replace(model.cfg, rope=model_lib.RopeConfig(theta=model.cfg.rope.theta))
     plain = model_lib.Transformer(cfg, rngs=nnx.Rngs(0))
     nnx.update(plain, nnx.state(model, nnx.Param))
     err = rel_error(np.asarray(plain(jnp.asarray(ids)).logits), ref)
     assert err[20:].min() > 100 * TOLERANCE, (name, err)
+
 
 def test_config_has_both_rope_schemas(exported):
   hf = json.load(open(os.path.join(exported["llama_llama3"][1], "config.json")))
@@ -124,9 +132,10 @@ def test_config_has_both_rope_schemas(exported):
   gen = json.load(open(os.path.join(exported["gemma_rope"][1], "generation_config.json")))
   assert (gen["bos_token_id"], gen["eos_token_id"]) == (text.BOS_ID, text.EOS_ID)
 
+
 @pytest.mark.parametrize("name", RUNS)
 def test_export_then_import_gives_the_same_params(exported, tmp_path, name):
-  workdir, hf_dir, _ = exported[name]
+  workdir, hf_dir = exported[name][:2]
   import_hf.import_run(hf_dir, str(tmp_path / "back"))
   before, after = rundir.load(workdir), rundir.load(str(tmp_path / "back"))
   assert after.model_config == before.model_config
@@ -136,6 +145,7 @@ def test_export_then_import_gives_the_same_params(exported, tmp_path, name):
   for path, leaf in a:
     x, y = np.asarray(leaf[...]), np.asarray(b[path][...])
     assert x.dtype == y.dtype and np.array_equal(x.view(np.uint8), y.view(np.uint8)), path
+
 
 def test_bfloat16_round_trip(tmp_path):
   """A bfloat16 run exports BF16 tensors (config dtype bfloat16) and imports back bit for bit."""
@@ -154,7 +164,7 @@ def test_bfloat16_round_trip(tmp_path):
 
 
 def test_tokenizer_shipped_and_loaded(exported):
-  _, hf_dir, _ = exported["gemma_rope"]
+  hf_dir = exported["gemma_rope"][1]
   path, _ = text.vocab_path({"task": "offline"})
   assert open(os.path.join(hf_dir, "tokenizer.model"), "rb").read() == open(path, "rb").read()
   hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
@@ -163,8 +173,9 @@ def test_tokenizer_shipped_and_loaded(exported):
     assert hf_tok(sample).input_ids == [text.BOS_ID, *ours.encode(sample)], sample
   assert not os.path.exists(os.path.join(exported["gemma_p_rope"][1], "tokenizer.model"))
 
+
 def test_sharded_export_through_the_cli(exported, tmp_path):
-  workdir, hf_dir, model = exported["llama_llama3"]
+  workdir, hf_dir, model = exported["llama_llama3"][:3]
   out = tmp_path / "sharded"
   proc = cli("rope_jax.export_hf", f"--workdir={workdir}", f"--out={out}", "--max_shard_mb=0.02")
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -176,11 +187,10 @@ def test_sharded_export_through_the_cli(exported, tmp_path):
   assert sorted(single.keys()) == sorted(sharded.keys())
   for key in single.keys():
     np.testing.assert_array_equal(single.read(key), sharded.read(key))
-  hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
   ids = tokens(model.cfg.vocab_size)
-  with torch.no_grad():
-    ref = hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
+  _, ref = hf_logits(str(out), ids)
   assert rel_error(np.asarray(model(jnp.asarray(ids)).logits), ref).max() <= TOLERANCE
+
 
 @pytest.mark.parametrize("model, rope, named", [
     ({}, dict(variant="reversed", fraction=0.5), "variant"),
@@ -207,6 +217,7 @@ def test_refused_by_name(model, rope, named):
     pytest.skip(f"this rope_jax has no such field: {e}")
   with pytest.raises(BadInputError, match=named):
     hf_config.hf_config(cfg, max_position_embeddings=64)
+
 
 def test_cli_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path):
   workdir = str(tmp_path / "run")
