@@ -187,6 +187,11 @@ def test_sharded_export_through_the_cli(exported, tmp_path):
   assert sorted(single.keys()) == sorted(sharded.keys())
   for key in single.keys():
     np.testing.assert_array_equal(single.read(key), sharded.read(key))
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  for file in files:  # The safetensors library reads what rope_jax's streaming writer wrote.
+    for key, value in load_file(str(out / file)).items():
+      assert index["weight_map"][key] == file
+      np.testing.assert_array_equal(value, single.read(key))
   ids = tokens(model.cfg.vocab_size)
   _, ref = hf_logits(str(out), ids)
   assert rel_error(np.asarray(model(jnp.asarray(ids)).logits), ref).max() <= TOLERANCE
