@@ -216,3 +216,28 @@ def test_missing_and_misshapen_tensors_named(tmp_path):
   safetensors_io.save_file(str(src / "model.safetensors"), bad)
   with pytest.raises(BadInputError, match=r"Missing tensor 'model\.layers\.1\.mlp\.up_proj"):
     hf_checkpoint.import_params(str(src), cfg)
+
+
+def test_llama_fields_in_the_model():
+  """The decoder fields on their own: init values, the lm_head, the embedding scale, the query
+  scale (None = head_dim^-0.5)."""
+  sizes = dict(vocab_size=32, num_layers=1, embed_dim=16, num_heads=2, num_kv_heads=1,
+               head_dim=8, mlp_dim=24)
+  llama = ModelConfig(**sizes, mlp_activation="silu", norm_plus_one=False, tie_embeddings=False,
+                      embed_scale=False)
+  model = model_lib.Transformer(llama, rngs=nnx.Rngs(0))
+  np.testing.assert_array_equal(model.final_norm.scale[...], np.ones(16))
+  assert model.lm_head.shape == (32, 16) and model_lib.count_params(llama)["embedding"] == 2 * 32 * 16
+  ids = jnp.arange(6)[None]
+  np.testing.assert_array_equal(model.embedder.encode(ids, jnp.float32)[0],
+                                model.embedder.table[...][:6])
+  logits = model(ids).logits
+  scaled = model_lib.Transformer(dataclasses.replace(llama, query_scale=8**-0.5), rngs=nnx.Rngs(0))
+  np.testing.assert_array_equal(scaled(ids).logits, logits)
+  doubled = model_lib.Transformer(dataclasses.replace(llama, query_scale=2 * 8**-0.5),
+                                  rngs=nnx.Rngs(0))
+  assert np.abs(np.asarray(doubled(ids).logits - logits)).max() > 1e-4
+  with pytest.raises(ValueError, match="mlp_activation"):
+    ModelConfig(**sizes, mlp_activation="relu")
+  with pytest.raises(ValueError, match="query_scale"):
+    ModelConfig(**sizes, query_scale=0.0)
