@@ -227,7 +227,8 @@ def test_llama_fields_in_the_model():
                       embed_scale=False)
   model = model_lib.Transformer(llama, rngs=nnx.Rngs(0))
   np.testing.assert_array_equal(model.final_norm.scale[...], np.ones(16))
-  assert model.lm_head.shape == (32, 16) and model_lib.count_params(llama)["embedding"] == 2 * 32 * 16
+  assert model.lm_head.shape == (32, 16)
+  assert model_lib.count_params(llama)["embedding"] == 2 * 32 * 16
   ids = jnp.arange(6)[None]
   np.testing.assert_array_equal(model.embedder.encode(ids, jnp.float32)[0],
                                 model.embedder.table[...][:6])

@@ -37,12 +37,14 @@ MODELS = {
     "llama_tiny_gqa": ("LlamaForCausalLM", dict(
         vocab_size=96, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
-        max_position_embeddings=128, tie_word_embeddings=False, initializer_range=0.2, hidden_act="silu",
+        max_position_embeddings=128, tie_word_embeddings=False, initializer_range=0.2,
+        hidden_act="silu",
         rope_parameters=dict(rope_theta=10_000.0, **LLAMA3))),
     "mistral_tiny_mqa": ("MistralForCausalLM", dict(
         vocab_size=96, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=1, head_dim=32, rms_norm_eps=1e-6,
-        max_position_embeddings=128, tie_word_embeddings=True, initializer_range=0.2, hidden_act="silu",
+        max_position_embeddings=128, tie_word_embeddings=True, initializer_range=0.2,
+        hidden_act="silu",
         sliding_window=None, rope_parameters=dict(rope_theta=1_000_000.0, rope_type="default"))),
 }
 

@@ -2,10 +2,10 @@
 
 Architectures (``config.json`` ``architectures[0]`` or ``model_type``):
 
-| HF class | decoder fields (``ModelConfig``) |
-|---|---|
-| ``GemmaForCausalLM`` | GeGLU (tanh-GELU), RMSNorm ``(1 + scale)``, tied output, √D embedding scale |
-| ``LlamaForCausalLM``, ``MistralForCausalLM`` | SwiGLU (SiLU), RMSNorm ``scale``, tied or untied output (``lm_head``), no embedding scale |
+* ``GemmaForCausalLM``: GeGLU (tanh-GELU), RMSNorm ``(1 + scale)``, tied output, √D embedding
+  scale (``GEMMA_FIELDS``);
+* ``LlamaForCausalLM``, ``MistralForCausalLM``: SwiGLU (SiLU), RMSNorm ``scale``, tied or untied
+  output (``lm_head``), no embedding scale (``LLAMA_FIELDS``).
 
 All three use split-half RoPE on Hugging Face's q/k weight layout (``rotate_half``), queries
 scaled by ``head_dim^-0.5``, no biases, GQA with any ``head_dim``.
