@@ -1,10 +1,10 @@
 r"""Exports a rope_jax run as a Hugging Face transformers checkpoint.
 
-    python -m rope_jax.export_hf --workdir=/runs/tiny_rope --out=/tmp/tiny_rope_hf
-    python -c "import transformers as t; t.AutoModelForCausalLM.from_pretrained('/tmp/tiny_rope_hf')"
+    python -m rope_jax.export_hf --workdir=/runs/tiny_rope --out=/tmp/hf
+    python -c "import transformers as t; t.AutoModelForCausalLM.from_pretrained('/tmp/hf')"
 
-Writes ``model.safetensors`` (above ``--max_shard_mb``: ``model-0000i-of-0000n.safetensors`` and
-``model.safetensors.index.json``), ``config.json`` (``GemmaForCausalLM`` for the house's Gemma decoder,
+Writes ``model.safetensors`` (above ``--max_shard_mb``: ``model-0000i-of-0000n.safetensors``
+and ``model.safetensors.index.json``), ``config.json`` (``GemmaForCausalLM`` for the house's Gemma decoder,
 ``LlamaForCausalLM`` for the Llama choices), RoPE in both schemas (``rope_parameters`` and
 ``rope_theta`` / ``rope_scaling``; p-RoPE as the ``"proportional"`` rope type with its
 ``partial_rotary_factor``), ``generation_config.json`` and, when the run's data used a
