@@ -3,15 +3,14 @@ r"""Exports a rope_jax run as a Hugging Face transformers checkpoint.
     python -m rope_jax.export_hf --workdir=/runs/tiny_rope --out=/tmp/hf
     python -c "import transformers as t; t.AutoModelForCausalLM.from_pretrained('/tmp/hf')"
 
-Writes ``model.safetensors`` (above ``--max_shard_mb``: ``model-0000i-of-0000n.safetensors``
-and ``model.safetensors.index.json``), ``config.json`` (``GemmaForCausalLM`` for the house's
-Gemma decoder, ``LlamaForCausalLM`` for the Llama choices), RoPE in both schemas
-(``rope_parameters`` and ``rope_theta`` / ``rope_scaling``; p-RoPE as the ``"proportional"`` rope type with its
-``partial_rotary_factor``), ``generation_config.json`` and, when the run's data used a
-SentencePiece vocabulary, ``tokenizer.model`` with its transformers configs
-(``rope_jax.weights.hf_checkpoint``). A run transformers cannot reproduce exactly (reversed or
-partial rotary, interleaved pairs, per-layer encodings, another decoder) is refused, naming the
-field, before anything is written.
+Writes ``model.safetensors`` (above ``--max_shard_mb``: ``model-0000i-of-0000n.safetensors`` and
+``model.safetensors.index.json``), ``config.json`` (``GemmaForCausalLM`` for the house's Gemma
+decoder, ``LlamaForCausalLM`` for the Llama choices), RoPE in both schemas (``rope_parameters`` and
+``rope_theta`` / ``rope_scaling``; p-RoPE as the ``"proportional"`` rope type with its
+``partial_rotary_factor``), ``generation_config.json`` and, when the run's data used a SentencePiece
+vocabulary, ``tokenizer.model`` with its transformers configs (``rope_jax.weights.hf_checkpoint``).
+A run transformers cannot reproduce exactly (reversed or partial rotary, interleaved pairs,
+per-layer encodings, another decoder) is refused, naming the field, before anything is written.
 
 Exit codes are ``rope_jax.errors``'s: 2 bad input or a refused encoding, 5 no restorable
 checkpoint, 4 I/O.
