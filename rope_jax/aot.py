@@ -9,30 +9,32 @@ the TPU devices of a topology without a TPU; the same ``train_lib.Setup`` as tra
 the mesh and shardings over them, and ``.lower(...).compile()`` runs the TPU compiler. Prints
 per-device memory (``memory_analysis()``: does it fit HBM?) and FLOPs per step
 (``cost_analysis()`` next to the model FLOPs of ``rope_jax.training.flops``), before anyone pays for a
-pod (MaxText's ``train_compile.py`` does the same). Exit code 1 if it does not fit.
+pod (MaxText's ``train_compile.py`` does the same). Exit code 1 if it does not fit; bad input
+(config, topology, libtpu missing) is one line and exit 2 (README "Exit codes").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Any
 
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
+from rope_jax import entrypoint
 
 # No TPU is attached here, so several AOT compiles (e.g. parallel tests) may load libtpu at once.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file[:args].",
-                                lock_config=True)
-flags.DEFINE_string("topology", "v5p:2x2x1", "TPU topology, e.g. v5p:4x4x4, v5e:4x4, v4:2x2x2.")
-flags.DEFINE_integer("num_slices", 1, "Number of slices (multi-slice DCN); the config's "
-                     "mesh.dcn_* must multiply to this.")
+
+def define_flags() -> None:
+  """The CLI's flags (called from :func:`cli` only, so importing this module defines none)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file("config", None, "Experiment config file[:args].",
+                                  lock_config=True)
+  flags.DEFINE_string("topology", "v5p:2x2x1",
+                      "TPU topology, e.g. v5p:4x4x4, v5e:4x4, v4:2x2x2.")
+  flags.DEFINE_integer("num_slices", 1, "Number of slices (multi-slice DCN); the config's "
+                       "mesh.dcn_* must multiply to this.")
 
 
 @dataclasses.dataclass
@@ -122,17 +124,24 @@ def compile_for_topology(config: Any, topology: str, num_slices: int = 1) -> Aot
       pallas_kernels=lowered.as_text().count("tpu_custom_call"))
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from rope_jax import errors  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if FLAGS.config is None:
-    raise app.UsageError("--config is required.")
-  report = compile_for_topology(FLAGS.config, FLAGS.topology, FLAGS.num_slices)
+    raise errors.BadInputError(f"Unexpected arguments: {argv[1:]}; flags are --name=value.")
+  if flag_values.config is None:
+    raise errors.BadInputError("--config is required (e.g. --config=configs/gemma_2b.py).")
+  report = compile_for_topology(flag_values.config, flag_values.topology, flag_values.num_slices)
   print(report.summary(), flush=True)
   logging.info("AOT report: %s", report)
-  if report.fits is False:
-    sys.exit(1)
+  return 1 if report.fits is False else 0
+
+
+def cli(argv: list[str] | None = None) -> None:
+  entrypoint.run_absl(main, define_flags, argv)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli()

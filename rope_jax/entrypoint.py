@@ -18,6 +18,7 @@ Layer 0: the standard library and ``rope_jax.errors`` at import; absl only insid
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
@@ -181,6 +182,8 @@ def classify(error: BaseException) -> int:
     return error.exit_code
   if _io_cause(error) is not None:
     return errors.EXIT_IO
+  if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+    return errors.EXIT_BAD_INPUT  # A path the user gave that is not there: bad input.
   return errors.exit_code(error)
 
 
@@ -206,6 +209,14 @@ def call_main(main: Callable[..., Any], *args: Any) -> Any:
     if classify(e) == 1:
       raise  # A bug: keep the traceback.
     fail(e)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with the house's bad-input line: ``error: <what>`` (+ where to find help), exit 2."""
+
+  def error(self, message: str) -> None:  # type: ignore[override]
+    print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr, flush=True)
+    sys.exit(errors.EXIT_BAD_INPUT)
 
 
 def run_plain(main: Callable[[Sequence[str] | None], int | None],
