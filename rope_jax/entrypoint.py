@@ -32,6 +32,9 @@ from rope_jax import errors
 
 # Errno values that mean "the machine / storage failed", whatever exception wraps them.
 _IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
+# How storage failures read when a library re-raises them as text (TensorStore, gRPC, GCS).
+_IO_MESSAGE = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system|"
+                         r"RESOURCE_EXHAUSTED: Error writing|DEADLINE_EXCEEDED|UNAVAILABLE: ")
 # TensorFlow's and XLA's start-up lines that say nothing about the run (matched per line).
 _NOISE = re.compile(
     r"oneDNN custom operations are on|cudart_stub\.cc|Could not find cuda drivers|"
@@ -171,6 +174,8 @@ def _io_cause(error: BaseException) -> OSError | None:
     m = re.search(r"\[Errno (\d+)\]", str(e))
     if m and int(m.group(1)) in _IO_ERRNOS:
       return OSError(int(m.group(1)), str(e))
+    if _IO_MESSAGE.search(str(e)):  # TensorStore / Orbax / gRPC wrap the OSError in text.
+      return OSError(errno.EIO, str(e))
     e = e.__cause__ or e.__context__
   return None
 
