@@ -23,6 +23,15 @@ def check_task(task: str) -> None:
     raise ValueError(f"Unknown data task {task!r}; known tasks: {', '.join(TASKS)}.")
 
 
+def tfds_tasks_used(task: str, mixture: str = "") -> tuple[str, ...]:
+  """The TFDS tasks ``task`` (with ``mixture`` when task="mixture") reads. The vocabulary rule:
+  each needs Gemma's tokenizer in ``data.vocab_path`` and its prepared TFDS data; the offline and
+  probe tasks default to the shipped vocabulary."""
+  if task == "mixture":
+    return tuple(t for t, _ in parse_mixture(mixture) if t in TFDS_TASKS)
+  return (task,) if task in TFDS_TASKS else ()
+
+
 def parse_mixture(spec: str) -> tuple[tuple[str, int], ...]:
   """``"offline:8,probe_recall:4"`` -> ``(("offline", 8), ("probe_recall", 4))``."""
   parts = []

@@ -76,7 +76,7 @@ def get_vocabulary(data_config: ml_collections.ConfigDict) -> seqio.SentencePiec
   """
   check_task(data_config.task)
   path = data_config.vocab_path
-  if data_config.task in TFDS_TASKS:
+  if config_lib.tfds_tasks_used(data_config.task):
     if not path:
       raise ValueError(f"Task {data_config.task!r} needs Gemma's vocabulary: "
                        f"{vocabularies.GEMMA_VOCAB_HELP}.")
