@@ -129,11 +129,12 @@ def main(argv: list[str]) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
   from rope_jax import errors  # pylint: disable=g-import-not-at-top
   flag_values = flags.FLAGS
+  config = entrypoint.config_flag(flag_values)
   if len(argv) > 1:
     raise errors.BadInputError(f"Unexpected arguments: {argv[1:]}; flags are --name=value.")
-  if flag_values.config is None:
+  if config is None:
     raise errors.BadInputError("--config is required (e.g. --config=configs/gemma_2b.py).")
-  report = compile_for_topology(flag_values.config, flag_values.topology, flag_values.num_slices)
+  report = compile_for_topology(config, flag_values.topology, flag_values.num_slices)
   print(report.summary(), flush=True)
   logging.info("AOT report: %s", report)
   return 1 if report.fits is False else 0

@@ -132,6 +132,18 @@ def flag_error_line(error: BaseException) -> str:
   return one_line(error)
 
 
+def config_flag(flag_values: Any, name: str = "config") -> Any:
+  """The value of a ``config_flags`` flag; ml_collections defers some load errors (a missing
+  file) to the first access, which is bad input like any flag error."""
+  try:
+    value = getattr(flag_values, name)
+    if value is not None:
+      value.keys()  # A config that failed to load raises here, not at parse time.
+    return value
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.BadInputError(flag_error_line(e)) from e
+
+
 def _unknown_override(flag_values: Any, args: Sequence[str]) -> str | None:
   """For a ``--config.KEY=VALUE`` whose key is not in the loaded config: which one, and the
   keys allowed at that level."""

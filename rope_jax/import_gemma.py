@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
   from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import gemma  # pylint: disable=g-import-not-at-top
 
-  config = FLAGS.config
+  config = entrypoint.config_flag(FLAGS)
   if config is None:
     fields = gemma.infer_model_fields(FLAGS.src, FLAGS.layout)
     config = config_lib.base_config()

@@ -119,16 +119,17 @@ def main(argv: list[str]) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   from rope_jax import errors  # pylint: disable=g-import-not-at-top
   flag_values = flags.FLAGS
+  config = entrypoint.config_flag(flag_values)
   if len(argv) > 1:
     raise errors.BadInputError(f"Unexpected arguments: {argv[1:]}; flags are --name=value.")
-  if flag_values.config is None or flag_values.workdir is None:
+  if config is None or flag_values.workdir is None:
     raise errors.BadInputError("--config and --workdir are required (e.g. "
                                "--config=configs/tiny.py --workdir=/tmp/tiny).")
   if not flag_values.orbax_info_logs:
     quiet_orbax_logs()
   init_distributed(flag_values)
   from rope_jax.training import loop  # pylint: disable=g-import-not-at-top
-  loop.run(flag_values.config, flag_values.workdir, break_lock=flag_values.break_lock,
+  loop.run(config, flag_values.workdir, break_lock=flag_values.break_lock,
            after_step=sigkill_after(flag_values.testonly_sigkill_at_step))
 
 

@@ -97,8 +97,32 @@ def run(config: Any, workdir: str, *, after_step: StepHook | None = None,
   train_lib.check_workdir(workdir)
   lock = workdir_lock.WorkdirLock(workdir, enabled=jax.process_index() == 0,
                                   break_lock=break_lock)
-  with lock, preemption.PreemptionGuard() as guard:
-    return _train(config, sections, workdir, guard, after_step)
+  _acquire_everywhere(lock)
+  try:
+    with preemption.PreemptionGuard() as guard:
+      return _train(config, sections, workdir, guard, after_step)
+  finally:
+    lock.release()
+
+
+def _acquire_everywhere(lock: workdir_lock.WorkdirLock) -> None:
+  """Process 0 takes the lock; every process learns whether it did (none waits in a collective
+  for a process that stopped)."""
+  failure = None
+  try:
+    lock.acquire()
+  except errors.WorkdirLockedError as e:
+    failure = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    ok = bool(multihost_utils.broadcast_one_to_all(np.asarray(failure is None)))
+    if not ok and failure is None:
+      failure = errors.WorkdirLockedError(f"workdir {lock.workdir!r} is locked by another "
+                                          "trainer (process 0 has the details).")
+  if failure is not None:
+    lock.release()
+    raise failure
 
 
 def _train(config: Any, sections: dict[str, Any], workdir: str,
