@@ -6,11 +6,13 @@ through :func:`run_absl` (absl flags, defined by a function called here, never a
 
 * sets the environment that keeps a CPU run's log readable before TensorFlow or JAX is imported
   (:func:`quiet_environment`);
-* turns a SIGTERM that arrives before the trainer's own preemption handler is installed (start-up:
-  imports, config loading, compiling) into a clean exit 0 (nothing was trained, nothing is lost);
+* for the trainer (``resumable=True``), turns a SIGTERM that arrives before the training loop's
+  preemption guard is installed (imports, flag and config loading) into a clean exit 0 (nothing
+  was trained, nothing is lost); from then on the guard checkpoints and exits 0;
 * maps an exception to its exit code with :func:`rope_jax.errors.exit_code` and prints one line,
-  ``error: <message>``, on stderr (no traceback); an unexpected exception (a bug) keeps its
-  traceback and exits 1. A bad flag or ``--config`` file / argument / key is bad input (2).
+  ``error: <message>``, on stderr (no traceback), and exits with the code; an unexpected
+  exception (a bug) keeps its traceback and exits 1. A bad flag or ``--config`` file / argument /
+  key is bad input (2); a full or failing disk is I/O (4) whatever exception carries it.
 
 Layer 0: the standard library and ``rope_jax.errors`` at import; absl only inside
 :func:`run_absl`.
@@ -43,10 +45,6 @@ _NOISE = re.compile(
     r"All log messages before absl::InitializeLog\(\) is called are written to STDERR|"
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc|"
     r"TF-TRT Warning|This TensorFlow binary is optimized")
-
-
-class Terminated(BaseException):
-  """SIGTERM during start-up (before the training loop's preemption guard took over)."""
 
 
 def quiet_environment() -> None:
@@ -95,13 +93,22 @@ def import_tensorflow_quietly() -> Any:
   return tf
 
 
+_STARTUP_SIGTERM = (b"SIGTERM during start-up: nothing was trained, nothing to save; exiting "
+                    b"cleanly.\n")
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
+  """Exits 0 at once: before the loop's guard takes SIGTERM over nothing has been written that
+  matters (a lock file the kernel releases), and an exception raised here could be swallowed by
+  whatever runs at that moment (a garbage-collection callback, a broad ``except``)."""
   del signum, frame
-  raise Terminated()
+  os.write(2, _STARTUP_SIGTERM)
+  os._exit(errors.EXIT_OK)  # pylint: disable=protected-access
 
 
 def install_startup_sigterm() -> None:
-  """SIGTERM raises :class:`Terminated` until a preemption guard replaces the handler."""
+  """Until a preemption guard replaces the handler, SIGTERM exits 0 at once (resumable jobs:
+  the trainer; nothing is trained yet, so a scheduler's "resume later" is right)."""
   try:
     signal.signal(signal.SIGTERM, _on_sigterm)
   except ValueError:  # Not the main thread (e.g. called from a test thread): leave it.
@@ -205,20 +212,21 @@ def classify(error: BaseException) -> int:
 
 
 def fail(error: BaseException, code: int | None = None, prefix: str = "error") -> None:
-  """Prints ``prefix: <one line>`` on stderr and exits with ``code`` (default: classified)."""
+  """Prints ``prefix: <one line>`` on stderr and exits with ``code`` (default: classified).
+
+  The exit skips interpreter shutdown (``os._exit`` after flushing): the command's own cleanup
+  (``finally`` blocks: checkpoint manager closed, metrics flushed, lock released) has run, and
+  what is left are library threads whose shutdown chatter would bury the one line."""
   code = classify(error) if code is None else code
   print(f"{prefix}: {one_line(error)}", file=sys.stderr, flush=True)
-  sys.exit(code)
+  sys.stdout.flush()
+  os._exit(code)  # pylint: disable=protected-access
 
 
 def call_main(main: Callable[..., Any], *args: Any) -> Any:
   """Runs ``main(*args)``; a known error -> one line + its exit code; SIGTERM -> exit 0."""
   try:
     return main(*args)
-  except Terminated:
-    print("SIGTERM during start-up: nothing was trained, nothing to save; exiting cleanly.",
-          file=sys.stderr, flush=True)
-    sys.exit(errors.EXIT_OK)
   except KeyboardInterrupt:
     print("interrupted.", file=sys.stderr, flush=True)
     sys.exit(130)
@@ -240,17 +248,18 @@ def run_plain(main: Callable[[Sequence[str] | None], int | None],
               argv: Sequence[str] | None = None) -> None:
   """Runs an argparse-style ``main(argv) -> exit code`` under the table; exits."""
   quiet_environment()
-  install_startup_sigterm()
   code = call_main(main, argv)
   sys.exit(int(code or 0))
 
 
 def run_absl(main: Callable[[list[str]], int | None], define_flags: Callable[[], None],
-             argv: Sequence[str] | None = None) -> None:
+             argv: Sequence[str] | None = None, *, resumable: bool = False) -> None:
   """Defines the flags (``define_flags()``), parses them (a bad flag, config file, config
-  argument or ``--config.*`` key: one line, exit 2) and runs ``main`` under the table."""
+  argument or ``--config.*`` key: one line, exit 2) and runs ``main`` under the table.
+  ``resumable`` (the trainer): SIGTERM before the loop's guard takes over exits 0."""
   quiet_environment()
-  install_startup_sigterm()
+  if resumable:
+    install_startup_sigterm()
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   define_flags()
@@ -258,8 +267,6 @@ def run_absl(main: Callable[[list[str]], int | None], define_flags: Callable[[],
   def parse(args: list[str]) -> list[str]:
     try:
       return flags.FLAGS(args)
-    except Terminated:
-      sys.exit(errors.EXIT_OK)
     except Exception as e:  # pylint: disable=broad-except
       line = _unknown_override(flags.FLAGS, args)
       print(f"error: {line or flag_error_line(e)}", file=sys.stderr, flush=True)

@@ -134,7 +134,7 @@ def main(argv: list[str]) -> None:
 
 
 def cli(argv: list[str] | None = None) -> None:
-  entrypoint.run_absl(main, define_flags, argv)
+  entrypoint.run_absl(main, define_flags, argv, resumable=True)
 
 
 if __name__ == "__main__":
