@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from rope_jax import errors
 from rope_jax.checkpoint import manager as checkpoint_lib
+from rope_jax.checkpoint import rundir
 from rope_jax.config import base as config_lib
 from rope_jax.training import flops as flops_lib
 from rope_jax.training import metrics as metrics_lib
@@ -170,7 +171,7 @@ def _train(config: Any, sections: dict[str, Any], workdir: str,
   ckpt = None
   start_step = 0
   state = None
-  ckpt_dir = os.path.join(workdir, "checkpoints")
+  ckpt_dir = str(rundir.checkpoint_dir(workdir))
   if ckpt_cfg.enabled:
     ckpt = checkpoint_lib.Checkpointer(ckpt_dir, save_interval_steps=ckpt_cfg.save_every_steps,
                                        max_to_keep=ckpt_cfg.max_to_keep,
