@@ -18,19 +18,15 @@ checkpoint, 4 I/O.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from rope_jax import entrypoint
 from rope_jax import errors
-
-USER_ERRORS = (errors.RopeJaxError, ValueError, OSError)
 
 
 def define_flags() -> None:
-  """Defines the CLI's absl flags (called from :func:`main` only: importing defines none)."""
+  """Defines the CLI's absl flags (called from :func:`cli` only: importing defines none)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  if "workdir" in flags.FLAGS:
-    return
   flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
   flags.DEFINE_string("out", None, "Output directory (new or empty).")
@@ -90,34 +86,27 @@ def export_run(workdir: str, out: str, *, step: int | None = None, max_shard_mb:
       special_ids=carried if restored.imported else None)
 
 
-def _run(argv: Sequence[str]) -> None:
-  """The job under absl: flags parsed; user errors -> one line and their exit code."""
-  from absl import app  # pylint: disable=g-import-not-at-top
+def main(argv: list[str]) -> None:
+  """The job: flags parsed by ``entrypoint.run_absl``, which maps errors to exit codes."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   fv = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
-  try:
-    for name in ("workdir", "out"):
-      if not fv[name].value:
-        raise errors.BadInputError(f"--{name} is required.")
-    if fv.max_shard_mb <= 0:
-      raise errors.BadInputError(f"--max_shard_mb must be positive, got {fv.max_shard_mb}.")
-    files = export_run(fv.workdir, fv.out, step=fv.step, max_shard_mb=fv.max_shard_mb,
-                       max_position_embeddings=fv.max_position_embeddings,
-                       vocab_path=fv.vocab_path)
-  except USER_ERRORS as e:
-    print(f"rope_jax.export_hf: error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(errors.exit_code(e))
+    raise errors.BadInputError(f"Unexpected arguments: {list(argv[1:])}")
+  for name in ("workdir", "out"):
+    if not fv[name].value:
+      raise errors.BadInputError(f"--{name} is required.")
+  if fv.max_shard_mb <= 0:
+    raise errors.BadInputError(f"--max_shard_mb must be positive, got {fv.max_shard_mb}.")
+  files = export_run(fv.workdir, fv.out, step=fv.step, max_shard_mb=fv.max_shard_mb,
+                     max_position_embeddings=fv.max_position_embeddings,
+                     vocab_path=fv.vocab_path)
   print(f"Wrote {len(files)} files to {fv.out}: {', '.join(files)}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  """Entry point: defines the flags, then runs the job under absl (``argv``: default sys.argv)."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  define_flags()
-  app.run(_run, argv=argv)
+def cli(argv: Sequence[str] | None = None) -> None:
+  """Entry point: defines the flags, then runs :func:`main` (``argv``: default sys.argv)."""
+  entrypoint.run_absl(main, define_flags, argv)
 
 
 if __name__ == "__main__":
-  main()
+  cli()

@@ -18,19 +18,15 @@ a missing file, a tensor of the wrong shape: one line naming it), 4 for an I/O e
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from rope_jax import entrypoint
 from rope_jax import errors
-
-USER_ERRORS = (errors.RopeJaxError, ValueError, OSError)
 
 
 def define_flags() -> None:
-  """Defines the CLI's absl flags (called from :func:`main` only: importing defines none)."""
+  """Defines the CLI's absl flags (called from :func:`cli` only: importing defines none)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  if "src" in flags.FLAGS:
-    return
   flags.DEFINE_string("src", None, "Hugging Face checkpoint directory (config.json + "
                       "*.safetensors).")
   flags.DEFINE_string("out", None, "rope_jax workdir; the checkpoint goes to <out>/checkpoints.")
@@ -76,31 +72,24 @@ def import_run(src: str, out: str, *, param_dtype: str = "float32", shard: bool 
   return family, directory, total
 
 
-def _run(argv: Sequence[str]) -> None:
-  """The job under absl: flags parsed; user errors -> one line and their exit code."""
-  from absl import app  # pylint: disable=g-import-not-at-top
+def main(argv: list[str]) -> None:
+  """The job: flags parsed by ``entrypoint.run_absl``, which maps errors to exit codes."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   fv = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
-  try:
-    for name in ("src", "out"):
-      if not fv[name].value:
-        raise errors.BadInputError(f"--{name} is required.")
-    family, directory, total = import_run(fv.src, fv.out, param_dtype=fv.param_dtype,
-                                          shard=fv.shard, step=fv.step)
-  except USER_ERRORS as e:
-    print(f"rope_jax.import_hf: error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(errors.exit_code(e))
+    raise errors.BadInputError(f"Unexpected arguments: {list(argv[1:])}")
+  for name in ("src", "out"):
+    if not fv[name].value:
+      raise errors.BadInputError(f"--{name} is required.")
+  family, directory, total = import_run(fv.src, fv.out, param_dtype=fv.param_dtype,
+                                        shard=fv.shard, step=fv.step)
   print(f"Saved {family} ({total:,} params) to {directory}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  """Entry point: defines the flags, then runs the job under absl (``argv``: default sys.argv)."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  define_flags()
-  app.run(_run, argv=argv)
+def cli(argv: Sequence[str] | None = None) -> None:
+  """Entry point: defines the flags, then runs :func:`main` (``argv``: default sys.argv)."""
+  entrypoint.run_absl(main, define_flags, argv)
 
 
 if __name__ == "__main__":
-  main()
+  cli()
