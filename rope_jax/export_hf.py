@@ -90,6 +90,7 @@ def main(argv: list[str]) -> None:
   """The job: flags parsed by ``entrypoint.run_absl``, which maps errors to exit codes."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   fv = flags.FLAGS
+  entrypoint.quiet_orbax_logs()
   if len(argv) > 1:
     raise errors.BadInputError(f"Unexpected arguments: {list(argv[1:])}")
   for name in ("workdir", "out"):
