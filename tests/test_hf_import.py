@@ -31,6 +31,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTDATA = os.path.join(REPO, "tests", "testdata")
 MODELS = ("llama_tiny_gqa", "mistral_tiny_mqa")
 TOLERANCE = 1e-4  # Relative to the largest |logit| at each position.
+# Context extension (llama3, yarn, dynamic) needs RopeConfig.type (rope_jax.rope_scaling); until
+# that is merged, the tests that need it skip and the rest run.
+ROPE_TYPES = "type" in {f.name for f in dataclasses.fields(RopeConfig)}
+needs_rope_types = pytest.mark.skipif(not ROPE_TYPES, reason="needs RopeConfig.type")
 
 
 def rel_error(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -66,15 +70,18 @@ def imported(tmp_path_factory) -> dict[str, rundir.Restored]:
   """Each fixture imported through the CLI (and the legacy-schema Llama), then restored."""
   root = tmp_path_factory.mktemp("hf_import")
   out = {}
-  for name, src in [*((m, os.path.join(TESTDATA, m)) for m in MODELS),
-                    ("llama_legacy", legacy_dir(root, "llama_tiny_gqa"))]:
+  sources = [(m, os.path.join(TESTDATA, m)) for m in MODELS]
+  sources.append(("llama_legacy", legacy_dir(root, "llama_tiny_gqa")))
+  for name, src in sources:
+    if name.startswith("llama") and not ROPE_TYPES:
+      continue
     proc = cli("rope_jax.import_hf", f"--src={src}", f"--out={root / name}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out[name] = rundir.load(str(root / name))
   return out
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [pytest.param(MODELS[0], marks=needs_rope_types), MODELS[1]])
 def test_logits_equal_transformers(imported, name):
   tokens, ref = reference(name)
   restored = imported[name]
@@ -85,6 +92,7 @@ def test_logits_equal_transformers(imported, name):
   assert err.max() <= TOLERANCE, err
 
 
+@needs_rope_types
 def test_llama3_scaling_matters_where_compared(imported):
   """The same weights with unscaled RoPE miss transformers' logits by far more than the tolerance
   at every position from 8 on, so the comparison above checks the scaling there."""
@@ -100,6 +108,7 @@ def test_llama3_scaling_matters_where_compared(imported):
   assert err[8:].min() > 100 * TOLERANCE, err
 
 
+@needs_rope_types
 def test_legacy_and_new_schema_give_one_model(imported):
   new = hf_checkpoint.model_fields(os.path.join(TESTDATA, "llama_tiny_gqa"))
   legacy_hf = json.load(open(os.path.join(TESTDATA, "llama_tiny_gqa", "config_legacy.json")))
@@ -159,6 +168,7 @@ def test_sliding_window_is_a_named_caveat():
     (dict(rope_type="proportional", partial_rotary_factor=0.25, factor=2.0), {},
      dict(fraction=0.25, type="linear", factor=2.0)),
 ])
+@needs_rope_types
 def test_transformers_context_lengths(rope, top, want):
   hf = {**_config(), **top, "rope_parameters": dict(rope_theta=1e4, **rope)}
   got = hf_config.model_fields(hf)["rope"]
