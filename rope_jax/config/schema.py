@@ -152,18 +152,11 @@ class ModelConfig(Section):
       splash-attention kernel, TPU; ``rope_jax.model.attention``).
     remat: rematerialisation policy of each block in the backward pass, one of ``REMAT_NAMES``
       (trades FLOPs for activation memory); True/False (older configs) mean "full"/"none".
-    mlp_activation: the gate nonlinearity, one of ``MLP_ACTIVATIONS``: "gelu_tanh" (GeGLU,
-      Gemma) or "silu" (SwiGLU, Llama / Mistral).
-    norm_plus_one: RMSNorm multiplies by ``(1 + scale)`` with ``scale`` starting at 0 (Gemma);
-      False multiplies by ``scale`` starting at 1 (Llama / Mistral).
-    tie_embeddings: the output layer is the embedding table (Gemma); False gives it its own
-      ``lm_head [V, D]`` parameter (Llama 3.x 8B, Mistral).
-    embed_scale: multiply the embeddings by √D on the way in (Gemma); False leaves them.
-    query_scale: the factor on the rotated queries (logits = scale · q·k); None is
-      ``head_dim^-0.5``.
-
-  The defaults are Gemma 1's decoder; ``rope_jax.weights.hf_config`` maps each Hugging Face
-  architecture onto these fields.
+    mlp_activation, norm_plus_one, tie_embeddings, embed_scale, query_scale: the decoder
+      family, Gemma 1's by default (``rope_jax.weights.hf_config`` maps each HF architecture):
+      the gate nonlinearity in ``MLP_ACTIVATIONS`` ("silu": SwiGLU); RMSNorm times ``1 + scale``
+      (scale from 0) or else ``scale`` (from 1); the output layer tied to the embedding or else
+      its own ``lm_head [V, D]``; √D embedding scale; the query factor (None: ``head_dim^-0.5``).
   """
 
   WHERE: ClassVar[str] = "model"
@@ -223,11 +216,6 @@ class ModelConfig(Section):
     if self.query_scale is not None and not self.query_scale > 0:
       raise ValueError(f"model.query_scale must be > 0 (or None for head_dim^-0.5), got "
                        f"{self.query_scale!r}.")
-
-  @property
-  def attention_scale(self) -> float:
-    """The factor on the rotated queries: ``query_scale``, or ``head_dim^-0.5`` when None."""
-    return self.head_dim**-0.5 if self.query_scale is None else float(self.query_scale)
 
   @classmethod
   def from_dict(cls, d: Any, where: str | None = None) -> "ModelConfig":

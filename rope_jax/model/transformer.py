@@ -199,7 +199,7 @@ class Attention(nnx.Module):
     self.rope = rope
     self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
     self.impl = cfg.attention_impl
-    self.query_scale = cfg.attention_scale
+    self.query_scale = h**-0.5 if cfg.query_scale is None else float(cfg.query_scale)
 
   def __call__(self, x: jax.Array, tables: RopeTables, segment_ids: jax.Array,
                return_intermediates: bool = False, *,
