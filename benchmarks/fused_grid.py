@@ -30,7 +30,7 @@ from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-impor
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed training steps per member.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per row.")
-_JOB_STEPS = flags.DEFINE_integer("job_steps", 300, "Steps of the job, for the projected ratio.")
+_JOB_STEPS = flags.DEFINE_integer("job_steps", 200, "Steps of the job, for the projected ratio.")
 _WRITE = flags.DEFINE_bool("write", True, "Rewrite the BENCHMARKS.md section.")
 
 

@@ -23,7 +23,7 @@ What it does (``README.md``, results section, says what it shows):
    an ordinary run directory (``<workdir>/runs/<row>/s<seed>``: checkpoint + ``metrics.jsonl``)
    that ``rope_jax.analyze`` and ``rope_jax.results`` read.
 
-The default budget (``--steps=300``) is sized for ≤ 10 minutes on an idle 2-core machine; it
+The default budget (``--steps=200``) is sized for ≤ 10 minutes on an idle 2-core machine; it
 says when the models do not beat the bigram baseline. ``--steps=N`` trains longer.
 """
 
@@ -40,7 +40,7 @@ from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-pos
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/table2_cpu", "Where runs and results go.")
-_STEPS = flags.DEFINE_integer("steps", 300, "Training steps of every member (the budget).")
+_STEPS = flags.DEFINE_integer("steps", 200, "Training steps of every member (the budget).")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds (init keys) per row; >= 3 for intervals.")
 _ROWS = flags.DEFINE_list("rows", None, "Subset of row keys (default: all nine).")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 64, "Training length L.")
@@ -94,9 +94,13 @@ def _eval(grid, params, batch: dict[str, np.ndarray], freqs=None) -> dict[str, n
   """``grid.eval_sums`` over ``batch`` in chunks; ``[M, rows]`` arrays."""
   rows = batch["inputs"].shape[0]
   per = max(1, EVAL_CHUNK_TOKENS // batch["inputs"].shape[1])
+  pad = -rows % per  # One chunk shape per length: one compile per length.
+  if pad:
+    batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+             for k, v in batch.items()}
   outs = [grid.eval_sums(params, {k: v[i:i + per] for k, v in batch.items()}, freqs)
-          for i in range(0, rows, per)]
-  return {k: np.concatenate([o[k] for o in outs], axis=1) for k in outs[0]}
+          for i in range(0, rows + pad, per)]
+  return {k: np.concatenate([o[k] for o in outs], axis=1)[:, :rows] for k in outs[0]}
 
 
 def _band_freqs(freqs: np.ndarray, band: str) -> np.ndarray:
