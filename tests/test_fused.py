@@ -135,3 +135,33 @@ def test_exact_counts_the_whole_answer():
   out = grid.eval_sums(state["params"], b)
   np.testing.assert_array_equal(out["exact"][0], [1.0, 0.0, 0.0, 0.0])
   np.testing.assert_array_equal(out["correct_sum"][0], [6.0, 5.0, 0.0, 0.0])
+
+
+def test_written_member_is_an_ordinary_run(tmp_path):
+  """A saved partial-rotary member restores through rundir as a ``pe=partial`` model with the
+  fused member's outputs, and rope_jax.results reads its metrics."""
+  import json  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.sweeps import results as results_lib  # pylint: disable=g-import-not-at-top
+  rope = ENCODINGS["partial"]
+  grid = fused.FusedGrid(MODEL, TRAIN, [fused.Member("partial-s0", rope, 0)])
+  state, _ = grid.step(grid.init(), _batch(0))
+  cfg = config_lib.load_config("configs/tiny.py:pe=partial,p=0.75,theta=39.0625")
+  cfg.model.update(vocab_size=MODEL.vocab_size, num_layers=MODEL.num_layers,
+                   embed_dim=MODEL.embed_dim, num_heads=MODEL.num_heads,
+                   num_kv_heads=MODEL.num_kv_heads, head_dim=H, mlp_dim=MODEL.mlp_dim)
+  workdir = str(tmp_path / "partial" / "s0")
+  fused.write_run(workdir, grid.member_state(state, 0), json.loads(cfg.to_json_best_effort()),
+                  [{"step": 1, "split": "train", "loss": 1.0},
+                   {"step": 1, "split": "eval", "perplexity_len24": 5.0}])
+  restored = rundir.load(workdir)
+  assert restored.model_config.rope == rope and restored.step == 1
+  b = _batch(5)
+  out = restored.model(jnp.asarray(b["inputs"]))
+  want = getattr(out, "logits", out)
+  got = fused.forward(grid.graphdef, jax.tree.map(lambda x: x[0], state["params"]),
+                      grid.freqs[0], {k: jnp.asarray(v) for k, v in b.items()})
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4)
+  res = results_lib.collect(workdir)
+  assert res.found and res.steps == 1 and res.perplexity == {24: 5.0}
