@@ -50,7 +50,6 @@ def main(argv: list[str]) -> None:
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from experiments import table2_cpu  # pylint: disable=g-import-not-at-top
   from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.sweeps import regime  # pylint: disable=g-import-not-at-top
@@ -59,7 +58,7 @@ def main(argv: list[str]) -> None:
 
   seq_len, steps = 64, _STEPS.value
   rows = regime.cpu_rows(seq_len)
-  configs = table2_cpu._member_configs(rows, seq_len, steps)  # pylint: disable=protected-access
+  configs = regime.member_configs(rows, seq_len, steps)
   model_cfg = config_lib.model_config(configs[rows[0].key])
   train_cfg = train_lib.TrainConfig.from_dict(config_lib.to_dict(configs[rows[0].key].train))
   members = [fused.Member(f"{r.key}-s{s}", r.rope, s) for r in rows for s in range(_SEEDS.value)]

@@ -39,6 +39,8 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from rope_jax.sweeps import regime  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 _WORKDIR = flags.DEFINE_string("workdir", "runs/table2_cpu", "Where runs and results go.")
 _STEPS = flags.DEFINE_integer("steps", 200, "Training steps of every member (the budget).")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds (init keys) per row; >= 3 for intervals.")
@@ -49,14 +51,10 @@ _PROBE_EXAMPLES = flags.DEFINE_integer("probe_examples", 128,
                                        "Probe examples per member per length.")
 _FIGURES = flags.DEFINE_bool("figures", True, "Write the PNG figures.")
 
-# The model: Gemma-shaped, smaller than configs/tiny.py so that 27 members fit the budget.
-MODEL_OVERRIDES = dict(num_layers=2, embed_dim=64, num_heads=2, num_kv_heads=1, head_dim=32,
-                       mlp_dim=256)
-# Rows per batch: language modelling, copy (positional), recall (semantic).
-BATCH_ROWS = {"lm": 8, "copy": 4, "recall": 4}
-PROBE = dict(num_symbols=16, num_keys=8, num_queries=4)
+MODEL_OVERRIDES, BATCH_ROWS, PROBE = (regime.MODEL_OVERRIDES, regime.BATCH_ROWS,
+                                     regime.PROBE)
 PROBES = ("copy", "recall")
-LENGTH_MULTIPLIERS = (1, 2, 4)
+LENGTH_MULTIPLIERS = regime.LENGTH_MULTIPLIERS
 EVAL_CHUNK_TOKENS = 1024  # Rows per eval call = this / context (bounds the [M, B, L, V] logits).
 TRAIN_DATA_SEED = 0
 
@@ -117,25 +115,6 @@ def _band_freqs(freqs: np.ndarray, band: str) -> np.ndarray:
   return out
 
 
-def _member_configs(rows, seq_len: int, steps: int) -> dict[str, dict]:
-  """Each row's experiment config (``configs/tiny.py:<arg>`` plus this job's settings) as JSON."""
-  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
-  out = {}
-  for row in rows:
-    cfg = config_lib.load_config(f"configs/tiny.py:{row.arg},data=mixture")
-    cfg.model.update(MODEL_OVERRIDES)
-    cfg.train.update(global_batch_size=sum(BATCH_ROWS.values()), seq_len=seq_len,
-                     num_steps=steps, warmup_steps=min(30, steps), learning_rate=3e-3,
-                     log_every_steps=max(1, steps // 20))
-    cfg.eval.update(length_multipliers=LENGTH_MULTIPLIERS)
-    cfg.data.mixture = ",".join(f"{'offline' if k == 'lm' else 'probe_' + k}:{v}"
-                                for k, v in BATCH_ROWS.items())
-    cfg.data.probe.update(PROBE)
-    config_lib.validate(cfg)
-    out[row.key] = cfg
-  return out
-
-
 def run(workdir: str, *, steps: int, seeds: int, row_keys, seq_len: int, eval_tokens: int,
         probe_examples: int, figures: bool) -> dict:
   """Trains, evaluates and reports; returns the results dict (also in results.json)."""
@@ -144,7 +123,6 @@ def run(workdir: str, *, steps: int, seeds: int, row_keys, seq_len: int, eval_to
   from rope_jax.data import heldout  # pylint: disable=g-import-not-at-top
   from rope_jax.data import probes  # pylint: disable=g-import-not-at-top
   from rope_jax.sweeps import cpu_report  # pylint: disable=g-import-not-at-top
-  from rope_jax.sweeps import regime  # pylint: disable=g-import-not-at-top
   from rope_jax.training import fused  # pylint: disable=g-import-not-at-top
   from rope_jax.training import train_lib  # pylint: disable=g-import-not-at-top
 
@@ -161,7 +139,7 @@ def run(workdir: str, *, steps: int, seeds: int, row_keys, seq_len: int, eval_to
     rows = tuple(r for r in rows if r.key in row_keys)
   if seeds < 1 or steps < 1:
     raise ValueError(f"Need --seeds >= 1 and --steps >= 1, got {seeds} and {steps}.")
-  configs = _member_configs(rows, seq_len, steps)
+  configs = regime.member_configs(rows, seq_len, steps)
   model_cfg = config_lib.model_config(configs[rows[0].key])
   train_cfg = train_lib.TrainConfig.from_dict(config_lib.to_dict(configs[rows[0].key].train))
   head_dim = model_cfg.head_dim

@@ -20,16 +20,25 @@ it removes and the smallest of those it keeps.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
 from rope_jax import rope as rope_lib
 from rope_jax.config.schema import RopeConfig
 
+LENGTH_MULTIPLIERS = (1, 2, 4)
+
 PAPER_THETA = 10_000.0
 PAPER_SEQ_LEN = 8192
 PAPER_HEAD_DIM = 256
 MATCHED_FRACTION = 0.75
+# The model: Gemma-shaped, smaller than configs/tiny.py so that 27 members fit the budget.
+MODEL_OVERRIDES = dict(num_layers=2, embed_dim=64, num_heads=2, num_kv_heads=1, head_dim=32,
+                       mlp_dim=256)
+# Rows per batch: language modelling, copy (positional), recall (semantic).
+BATCH_ROWS = {"lm": 8, "copy": 4, "recall": 4}
+PROBE = dict(num_symbols=16, num_keys=8, num_queries=4)
 
 
 def scaled_theta(theta_paper: float, seq_len: int, *, fraction: float = MATCHED_FRACTION,
@@ -117,3 +126,23 @@ def paper_rotation() -> float:
   """The paper's number: the fastest frequency 0.75-RoPE removes, turned over 8,192 tokens."""
   return rotations(RopeConfig(fraction=MATCHED_FRACTION), PAPER_HEAD_DIM,
                    PAPER_SEQ_LEN)["removed_max"]
+
+
+def member_configs(rows: tuple[CpuRow, ...], seq_len: int, steps: int) -> dict[str, Any]:
+  """Each row's experiment config: ``configs/tiny.py:<arg>`` plus the CPU job's settings
+  (validated ``ml_collections.ConfigDict``s, keyed by row)."""
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  out = {}
+  for row in rows:
+    cfg = config_lib.load_config(f"configs/tiny.py:{row.arg},data=mixture")
+    cfg.model.update(MODEL_OVERRIDES)
+    cfg.train.update(global_batch_size=sum(BATCH_ROWS.values()), seq_len=seq_len,
+                     num_steps=steps, warmup_steps=min(30, steps), learning_rate=3e-3,
+                     log_every_steps=max(1, steps // 20))
+    cfg.eval.update(length_multipliers=LENGTH_MULTIPLIERS)
+    cfg.data.mixture = ",".join(f"{'offline' if k == 'lm' else 'probe_' + k}:{v}"
+                                for k, v in BATCH_ROWS.items())
+    cfg.data.probe.update(PROBE)
+    config_lib.validate(cfg)
+    out[row.key] = cfg
+  return out
