@@ -232,6 +232,9 @@ def run(workdir: str, *, steps: int, seeds: int, row_keys, seq_len: int, eval_to
   if figures:
     t = time.perf_counter()
     results["figures"] = cpu_report.plot(results, os.path.join(workdir, "figures"))
+    from experiments import frequency_usage_compare  # pylint: disable=g-import-not-at-top
+    results["figures"] += frequency_usage_compare.compare(  # Seed 0 of every row, as before.
+        [os.path.join(runs_dir, r.key, "s0") for r in rows], os.path.join(workdir, "figures"))
     timings["figures_s"] = time.perf_counter() - t
   timings["total_s"] = time.perf_counter() - t0
   text = cpu_report.markdown(results)
