@@ -27,188 +27,16 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from rope_jax.model import losses
 from rope_jax.model import transformer as model_lib
 from rope_jax import sharding as sharding_lib
+# The config sections live in rope_jax.config.schema; re-exported for train_lib.TrainConfig etc.
+from rope_jax.config.schema import (  # pylint: disable=unused-import
+    DATA_SOURCES, CheckpointConfig, EvalConfig, TrainConfig)
 
-DATA_SOURCES = ("data", "synthetic")
 BATCH_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions")
 BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "weights": jnp.float32,
                 "segment_ids": jnp.int32, "positions": jnp.int32}
-
-
-# Config sections ------------------------------------------------------------------------------
-
-def typed_from_dict(cls: type, where: str, d: Any) -> Any:
-  """Builds dataclass ``cls`` from a mapping; unknown keys and mistyped values raise ValueError."""
-  d = dict(d)
-  hints = typing.get_type_hints(cls)
-  allowed = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(d) - allowed)
-  if unknown:
-    raise ValueError(f"Unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}.")
-  for key, value in d.items():
-    if not _type_ok(value, hints[key]):
-      raise ValueError(f"{where}.{key}={value!r} has the wrong type; expected {hints[key]}.")
-    if isinstance(value, list):
-      d[key] = tuple(value)
-  return cls(**d)
-
-
-def _type_ok(value: Any, hint: Any) -> bool:
-  origin = typing.get_origin(hint)
-  if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-    return any(_type_ok(value, h) for h in typing.get_args(hint))
-  if hint is type(None):
-    return value is None
-  if origin is tuple:
-    return isinstance(value, (tuple, list))
-  if hint is float:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-  if hint is int:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-  if hint is bool:
-    return isinstance(value, (bool, np.bool_))
-  if hint is str:
-    return isinstance(value, str)
-  return True
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """The ``train`` section.
-
-  Attributes:
-    seed: parameter init and data order.
-    data_source: "data" (``rope_jax.data.make_iterator`` with the ``data`` section) or
-      "synthetic" (``rope_jax.data.synthetic``: the deterministic fallback/test source).
-    global_batch_size: sequences per step over all devices and processes.
-    grad_accum_steps: A, gradient accumulation (microbatching): each step runs forward and
-      backward on A microbatches of ``global_batch_size / A`` sequences one after another
-      (``jax.lax.scan``) and applies ONE optimizer update with their exact full-batch gradient,
-      so the activations (and the ``[B, L, V]`` logits) of only one microbatch are live at a
-      time. ``global_batch_size`` must be divisible by A × the data-parallel mesh size.
-    seq_len: training sequence length L (tokens).
-    num_steps: total optimizer steps (the cosine schedule ends here).
-    learning_rate: peak learning rate, reached after ``warmup_steps`` (linear from lr/warmup).
-    warmup_steps: linear warmup length.
-    end_learning_rate_fraction: cosine decay ends at ``learning_rate`` times this.
-    weight_decay: AdamW decoupled weight decay, on matrices only (not the norm scales).
-    adam_b1, adam_b2, adam_eps: AdamW moments.
-    grad_clip_norm: clip the global gradient norm to this (0 = off).
-    z_loss: coefficient of ``log(Z)²`` added to the loss (0 = off; PaLM used 1e-4).
-    log_every_steps: progress line / metrics cadence.
-    peak_tflops_per_device: MFU denominator override; None = known-accelerator table, or the
-      measured matmul rate on CPU.
-  """
-
-  seed: int = 0
-  data_source: str = "data"
-  global_batch_size: int = 8
-  grad_accum_steps: int = 1
-  seq_len: int = 128
-  num_steps: int = 300
-  learning_rate: float = 1e-3
-  warmup_steps: int = 20
-  end_learning_rate_fraction: float = 0.1
-  weight_decay: float = 0.01
-  adam_b1: float = 0.9
-  adam_b2: float = 0.95
-  adam_eps: float = 1e-8
-  grad_clip_norm: float = 1.0
-  z_loss: float = 0.0
-  log_every_steps: int = 10
-  peak_tflops_per_device: float | None = None
-
-  def __post_init__(self):
-    if self.data_source not in DATA_SOURCES:
-      raise ValueError(f"train.data_source must be one of {DATA_SOURCES}, got "
-                       f"{self.data_source!r}.")
-    for name in ("global_batch_size", "seq_len", "num_steps", "log_every_steps"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}.")
-    if self.grad_accum_steps < 1:
-      raise ValueError(f"train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}.")
-    if self.global_batch_size % self.grad_accum_steps:
-      raise ValueError(
-          f"train.global_batch_size={self.global_batch_size} is not divisible by "
-          f"train.grad_accum_steps={self.grad_accum_steps}.")
-    if self.warmup_steps < 0 or self.warmup_steps > self.num_steps:
-      raise ValueError(f"train.warmup_steps must be in [0, num_steps={self.num_steps}], got "
-                       f"{self.warmup_steps}.")
-    if self.learning_rate <= 0:
-      raise ValueError(f"train.learning_rate must be positive, got {self.learning_rate}.")
-    if not 0 <= self.end_learning_rate_fraction <= 1:
-      raise ValueError("train.end_learning_rate_fraction must be in [0, 1], got "
-                       f"{self.end_learning_rate_fraction}.")
-    for name in ("weight_decay", "grad_clip_norm", "z_loss"):
-      if getattr(self, name) < 0:
-        raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
-
-  @classmethod
-  def from_dict(cls, d: Any) -> "TrainConfig":
-    return typed_from_dict(cls, "train", d)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-  """The ``eval`` section.
-
-  Attributes:
-    every_steps: validation cadence (0 = only at the end of training).
-    num_batches: validation batches per length (the same batches every time).
-    global_batch_size: sequences per eval batch; None = ``train.global_batch_size``.
-    length_multipliers: evaluate at these multiples of ``train.seq_len`` (length
-      generalisation of NoPE / RoPE / p-RoPE); 1 = the training length.
-  """
-
-  every_steps: int = 100
-  num_batches: int = 2
-  global_batch_size: int | None = None
-  length_multipliers: tuple[int, ...] = (1, 2, 4)
-
-  def __post_init__(self):
-    if self.every_steps < 0:
-      raise ValueError(f"eval.every_steps must be >= 0, got {self.every_steps}.")
-    if self.num_batches < 0:
-      raise ValueError(f"eval.num_batches must be >= 0, got {self.num_batches}.")
-    if self.global_batch_size is not None and self.global_batch_size <= 0:
-      raise ValueError(f"eval.global_batch_size must be positive, got {self.global_batch_size}.")
-    for m in self.length_multipliers:
-      if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-        raise ValueError(f"eval.length_multipliers must be ints >= 1, got "
-                         f"{self.length_multipliers}.")
-
-  @classmethod
-  def from_dict(cls, d: Any) -> "EvalConfig":
-    return typed_from_dict(cls, "eval", d)
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointConfig:
-  """The ``checkpoint`` section (saved under ``<workdir>/checkpoints``).
-
-  Attributes:
-    enabled: save and resume at all.
-    save_every_steps: save every N steps (and always at the end and on SIGTERM).
-    max_to_keep: keep the last K checkpoints.
-    async_save: write in a background thread while training continues.
-  """
-
-  enabled: bool = True
-  save_every_steps: int = 1000
-  max_to_keep: int = 3
-  async_save: bool = True
-
-  def __post_init__(self):
-    if self.save_every_steps <= 0:
-      raise ValueError(f"checkpoint.save_every_steps must be positive, got "
-                       f"{self.save_every_steps}.")
-    if self.max_to_keep <= 0:
-      raise ValueError(f"checkpoint.max_to_keep must be positive, got {self.max_to_keep}.")
-
-  @classmethod
-  def from_dict(cls, d: Any) -> "CheckpointConfig":
-    return typed_from_dict(cls, "checkpoint", d)
 
 
 # Optimizer ------------------------------------------------------------------------------------
@@ -240,59 +68,11 @@ def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, opta
   return optax.chain(*parts), schedule
 
 
-# Loss and steps -------------------------------------------------------------------------------
-
-def cross_entropy_sums(logits: jax.Array, targets: jax.Array,
-                       weights: jax.Array) -> dict[str, jax.Array]:
-  """Weighted SUMS of the next-token loss terms, for exact averaging over microbatches.
-
-  Args:
-    logits: float ``[B, L, V]`` (computed in float32).
-    targets: int ``[B, L]``.
-    weights: float ``[B, L]``; 0 masks padding and document ends of packed rows.
-
-  Returns:
-    float32 scalars ``ce_sum`` (Σ w·ce), ``log_z_sq_sum`` (Σ w·log(Z)²) and ``weight_sum``
-    (Σ w).
-  """
-  logits = logits.astype(jnp.float32)
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  ce = log_z - target_logit
-  w = weights.astype(jnp.float32)
-  return {"ce_sum": jnp.sum(w * ce), "log_z_sq_sum": jnp.sum(w * jnp.square(log_z)),
-          "weight_sum": jnp.sum(w)}
-
-
-def loss_from_sums(sums: dict[str, jax.Array],
-                   z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """``(objective, aux)`` of :func:`cross_entropy` from (possibly accumulated) sums."""
-  denom = jnp.maximum(sums["weight_sum"], 1.0)
-  loss = sums["ce_sum"] / denom
-  z_term = z_loss * sums["log_z_sq_sum"] / denom
-  return loss + z_term, {"loss": loss, "z_loss": z_term, "num_tokens": sums["weight_sum"]}
-
-
-def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
-                  z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Weighted next-token cross-entropy (nats per target token) plus optional z-loss.
-
-  Args:
-    logits: float32 ``[B, L, V]``.
-    targets: int ``[B, L]`` (the token after each input).
-    weights: float ``[B, L]``; 0 masks padding and document ends of packed rows.
-    z_loss: coefficient of ``log(Z)²``.
-
-  Returns:
-    ``(objective, aux)``: objective = (Σ w·ce + z_loss·Σ w·log(Z)²) / Σ w; aux has ``loss``
-    (the cross-entropy part), ``z_loss`` (its term), ``num_tokens`` (Σ w).
-  """
-  return loss_from_sums(cross_entropy_sums(logits, targets, weights), z_loss)
-
+# Steps (the losses are rope_jax.model.losses) ----------------------------------------------------
 
 def _forward(graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array]) -> jax.Array:
   model = nnx.merge(graphdef, params)
-  return model(batch["inputs"], batch["positions"], batch["segment_ids"])
+  return model(batch["inputs"], batch["positions"], batch["segment_ids"]).logits
 
 
 def split_microbatches(batch: dict[str, jax.Array],
@@ -324,12 +104,13 @@ def accumulate_gradients(params: Any, batch: dict[str, jax.Array], *, graphdef: 
 
   ``jax.lax.scan`` over the ``[A, B/A, L]`` microbatches (:func:`split_microbatches`) sums the
   float32 gradients of Σ w·ce + z_loss·Σ w·log(Z)² and the sums themselves, then divides once
-  by the batch's total Σ w, so the result is the full-batch gradient of :func:`cross_entropy`
-  however the weighted (non-padding) tokens are spread over the microbatches.
+  by the batch's total Σ w, so the result is the full-batch gradient of
+  :func:`rope_jax.model.losses.cross_entropy` however the weighted (non-padding) tokens are
+  spread over the microbatches.
 
   Returns:
     ``(grads, aux)``: grads like ``params`` (in the parameters' dtypes), ``aux`` as
-    :func:`cross_entropy`'s.
+    :func:`rope_jax.model.losses.cross_entropy`'s.
   """
   micro = split_microbatches(batch, num_microbatches)
   names = sharding_lib.logical_names_tree(params)
@@ -339,7 +120,7 @@ def accumulate_gradients(params: Any, batch: dict[str, jax.Array], *, graphdef: 
     return jax.tree.map(lambda x, spec: sharding_lib.constrain(x, tuple(spec)), tree, names)
 
   def sum_loss(p: Any, mb: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
-    sums = cross_entropy_sums(_forward(graphdef, p, mb), mb["targets"], mb["weights"])
+    sums = losses.cross_entropy_sums(_forward(graphdef, p, mb), mb["targets"], mb["weights"])
     return sums["ce_sum"] + z_loss * sums["log_z_sq_sum"], sums
 
   def body(carry, mb):
@@ -354,7 +135,7 @@ def accumulate_gradients(params: Any, batch: dict[str, jax.Array], *, graphdef: 
   (grad_sum, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
   denom = jnp.maximum(sums["weight_sum"], 1.0)
   grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grad_sum, params)
-  return grads, loss_from_sums(sums, z_loss)[1]
+  return grads, losses.loss_from_sums(sums, z_loss)[1]
 
 
 def train_step(state: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
@@ -374,7 +155,7 @@ def train_step(state: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: 
 
     def loss_fn(params):
       logits = _forward(graphdef, params, batch)
-      return cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
+      return losses.cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
 
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
   updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
@@ -389,7 +170,7 @@ def eval_step(params: Any, batch: dict[str, jax.Array], *,
               graphdef: nnx.GraphDef) -> dict[str, jax.Array]:
   """Sums for exact averaging over batches: ``loss_sum`` (Σ w·ce) and ``weight_sum`` (Σ w)."""
   logits = _forward(graphdef, params, batch)
-  _, aux = cross_entropy(logits, batch["targets"], batch["weights"])
+  _, aux = losses.cross_entropy(logits, batch["targets"], batch["weights"])
   return {"loss_sum": aux["loss"] * aux["num_tokens"], "weight_sum": aux["num_tokens"]}
 
 
