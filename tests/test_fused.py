@@ -122,7 +122,7 @@ def test_exact_counts_the_whole_answer():
   model = fused.with_frequencies(
       __import__("flax").nnx.merge(grid.graphdef, jax.tree.map(lambda x: x[0], state["params"])),
       grid.freqs[0])
-  pred = np.asarray(jnp.argmax(model(jnp.asarray(b["inputs"])), -1))
+  pred = np.asarray(jnp.argmax(model(jnp.asarray(b["inputs"])).logits, -1))
   # Row 0: answers exactly where the model is right -> exact 1; row 1: one answer token wrong
   # among right ones -> 0; row 2: no answer tokens -> 0; row 3: all answer tokens wrong -> 0.
   b["targets"] = pred.copy()
@@ -159,7 +159,7 @@ def test_written_member_is_an_ordinary_run(tmp_path):
   assert restored.model_config.rope == rope and restored.step == 1
   b = _batch(5)
   out = restored.model(jnp.asarray(b["inputs"]))
-  want = getattr(out, "logits", out)
+  want = out.logits
   got = fused.forward(grid.graphdef, jax.tree.map(lambda x: x[0], state["params"]),
                       grid.freqs[0], {k: jnp.asarray(v) for k, v in b.items()})
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4)

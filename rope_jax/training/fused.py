@@ -43,6 +43,7 @@ from flax import nnx
 
 from rope_jax import rope as rope_lib
 from rope_jax.config.schema import RopeConfig
+from rope_jax.model import losses
 from rope_jax.model import transformer as model_lib
 from rope_jax.training import train_lib
 
@@ -103,7 +104,7 @@ def from_fused(tree: Any, perm: np.ndarray) -> Any:
   return _permute_tree(tree, np.argsort(perm))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # Hashed by identity (the model keys tables by it).
 class FrequencyRope:
   """Duck-types ``RopeConfig.tables`` / ``apply_tables`` with a traced frequency vector.
 
@@ -125,8 +126,9 @@ class FrequencyRope:
 
 def with_frequencies(model: model_lib.Transformer, freqs: jax.Array) -> model_lib.Transformer:
   """Makes every attention layer of ``model`` (a fresh merge, in place) use ``freqs [H/2]``."""
+  rope = FrequencyRope(freqs)  # One instance: the model computes its tables once.
   for block in model.blocks:
-    block.attn.rope = FrequencyRope(freqs)
+    block.attn.rope = rope
   return model
 
 
@@ -135,7 +137,7 @@ def forward(graphdef: nnx.GraphDef, params: Any, freqs: jax.Array,
   """One member's logits ``[B, L, V]`` with its frequency vector ``freqs [H/2]``."""
   model = with_frequencies(nnx.merge(graphdef, params), freqs)
   out = model(batch["inputs"], batch["positions"], batch["segment_ids"])
-  return getattr(out, "logits", out)  # The forward may return an object with .logits.
+  return out.logits
 
 
 # Steps ------------------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ def member_train_step(state: dict[str, Any], freqs: jax.Array, batch: dict[str, 
 
   def loss_fn(params):
     logits = forward(graphdef, params, freqs, batch)
-    return train_lib.cross_entropy(logits, batch["targets"], batch["weights"])
+    return losses.cross_entropy(logits, batch["targets"], batch["weights"])
 
   (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
   updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
