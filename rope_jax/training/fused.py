@@ -152,12 +152,7 @@ def member_train_step(state: dict[str, Any], freqs: jax.Array, batch: dict[str, 
     return losses.cross_entropy(logits, batch["targets"], batch["weights"])
 
   (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-  updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-  params = optax.apply_updates(state["params"], updates)
-  metrics = dict(aux, grad_norm=optax.tree.norm(grads),
-                 param_norm=optax.tree.norm(state["params"]),
-                 learning_rate=jnp.asarray(schedule(state["step"]), jnp.float32))
-  return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+  return train_lib.apply_gradients(state, grads, aux, optimizer=optimizer, schedule=schedule)
 
 
 def member_eval_sums(params: Any, freqs: jax.Array, batch: dict[str, jax.Array], *,
