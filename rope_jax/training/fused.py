@@ -274,14 +274,15 @@ def write_run(workdir: str, state: dict[str, Any], config_json: dict[str, Any],
     records: ``{"step", "split", <metric>: float}`` dicts, written in order.
   """
   from rope_jax.checkpoint import manager as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   step = int(state["step"])
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_interval_steps=0,
+  ckpt = checkpoint_lib.Checkpointer(rundir.checkpoint_dir(workdir), save_interval_steps=0,
                                      max_to_keep=1, async_save=False)
   try:
     ckpt.save(step, state, metadata={"config": config_json, "fused_grid": True}, force=True)
   finally:
     ckpt.close()
-  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+  with open(rundir.metrics_path(workdir), "w") as f:
     for rec in records:
       f.write(json.dumps(rec) + "\n")
