@@ -86,7 +86,7 @@ def main(argv: list[str]) -> None:
   for member in members:
     ts = time.perf_counter()
     cfg = model_lib.ModelConfig(**{**model_cfg.__dict__, "rope": member.rope})
-    graphdef, _ = train_lib.abstract_model(cfg)
+    graphdef, _ = model_lib.abstract_model(cfg)
     step = jax.jit(functools.partial(train_lib.train_step, graphdef=graphdef,
                                      optimizer=optimizer, schedule=schedule, z_loss=0.0),
                    donate_argnums=(0,))

@@ -83,7 +83,7 @@ def test_fused_step_equals_per_run_step():
   for i, member in enumerate(members):
     cfg = model_lib.ModelConfig(**{**MODEL.__dict__, "rope": member.rope})
     if member.rope not in steps:
-      graphdef, _ = train_lib.abstract_model(cfg)
+      graphdef, _ = model_lib.abstract_model(cfg)
       steps[member.rope] = jax.jit(functools.partial(
           train_lib.train_step, graphdef=graphdef, optimizer=optimizer, schedule=schedule,
           z_loss=0.0))

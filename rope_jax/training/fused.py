@@ -212,7 +212,7 @@ class FusedGrid:
     self.freqs = jnp.asarray(np.stack([f for f, _ in encodings]), jnp.float32)  # [M, H/2]
     self.perms = np.stack([p for _, p in encodings])  # [M, H]
     self.optimizer, self.schedule = train_lib.make_optimizer(train_cfg)
-    self.graphdef, _ = train_lib.abstract_model(model_cfg)
+    self.graphdef, _ = model_lib.abstract_model(model_cfg)
     step = functools.partial(member_train_step, graphdef=self.graphdef,
                              optimizer=self.optimizer, schedule=self.schedule)
     self._step = jax.jit(jax.vmap(step, in_axes=(0, 0, None)), donate_argnums=(0,))
