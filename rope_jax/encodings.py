@@ -26,6 +26,9 @@ import numpy as np
 
 from rope_jax import angles as angles_lib
 
+# The names a config may use (the model's hooks are in rope_jax.model.position_bias).
+LOGIT_BIASES: tuple[str, ...] = ("none", "alibi", "fire")  # Per layer: RopeConfig.bias.
+ABSOLUTE_ENCODINGS: tuple[str, ...] = ("none", "sinusoidal")  # model.absolute_encoding.
 SINUSOIDAL_BASE = 10_000.0
 FIRE_EPS = 1e-6  # Keeps the normaliser positive when |c|·max(|L|, i) rounds to 0.
 

@@ -13,9 +13,9 @@ context length the model was trained at and ``s = factor`` the extension factor 
 * ``"linear"`` (position interpolation, Chen et al. 2023; HF "linear"): ``g_i / s``.
 * ``"ntk"`` (NTK-aware, bloc97 2023): a larger base ``θ' = θ · s^(dim/(dim-2))``, so the
   slowest pair is interpolated by s and the fastest is unchanged.
-* ``"dynamic"`` (dynamic NTK, emozilla 2023; HF "dynamic"): ``θ' = θ · (s·n/L0 - (s-1))^(dim/(dim-2))``
-  with ``n = max(seq_len, L0)`` the current length: no change up to L0, then a base that grows
-  with the length.
+* ``"dynamic"`` (dynamic NTK, emozilla 2023; HF "dynamic"): the NTK base for the stretch
+  ``s·n/L0 - (s-1)``, ``θ' = θ · (s·n/L0 - (s-1))^(dim/(dim-2))``, with ``n = max(seq_len, L0)``
+  the current length: no change up to L0, then a base that grows with the length.
 * ``"yarn"`` (Peng et al. 2023, arXiv 2309.00071; HF "yarn"): "NTK-by-parts". A pair that turns
   more than ``beta_fast`` (32) times over L0 keeps ``g_i``; one that turns fewer than
   ``beta_slow`` (1) times becomes ``g_i / s``; in between a linear ramp over the pair index.
@@ -28,7 +28,8 @@ context length the model was trained at and ``s = factor`` the extension factor 
   (DeepSeek), else ``m(s, 1)``, with ``m(s, a) = 0.1·a·ln(s) + 1`` (1 for s <= 1).
 * ``"llama3"`` (Llama 3.1; HF "llama3"): pairs with ``λ < L0 / high_freq_factor`` keep ``g_i``,
   pairs with ``λ > L0 / low_freq_factor`` become ``g_i / s``, and in between
-  ``g' = (1 - a)·g/s + a·g`` with ``a = (L0/λ - low_freq_factor) / (high_freq_factor - low_freq_factor)``.
+  ``g' = (1 - a)·g/s + a·g`` with
+  ``a = (L0/λ - low_freq_factor) / (high_freq_factor - low_freq_factor)``.
 
 Parameters of a type are given as a mapping ``name -> value`` in which None means "not set";
 a missing required one, one the type does not take, or a bad value is a ValueError naming it.
