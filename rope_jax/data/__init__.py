@@ -12,7 +12,7 @@ Public API::
 Modules: ``config`` (defaults, validation), ``tasks`` (seqio Tasks), ``packing`` (rows, segment
 ids, positions), ``pipeline`` (iterators), ``probes`` (synthetic tasks, accuracy),
 ``offline_corpus`` (CPython's docs + vocabulary), ``flan_v2`` (TFDS builder for a FLAN v2
-export), ``vocabularies`` (SentencePiece loading).
+export), ``text`` (special ids, vocabulary paths, the one SentencePiece loader, tokenizers).
 
 ``import rope_jax.data`` is light (no TensorFlow): the names that need TensorFlow/seqio load
 their module on first use.
@@ -24,14 +24,15 @@ import importlib
 from typing import Any
 
 from rope_jax.data.config import TASKS, check_task, default_config, validate
-from rope_jax.data.packing import BATCH_KEYS, BOS_ID, EOS_ID, PAD_ID
+from rope_jax.data.packing import BATCH_KEYS
+from rope_jax.data.text import BOS_ID, EOS_ID, PAD_ID
 
 _LAZY = {
     "make_iterator": "pipeline", "DataIterator": "pipeline",
     "get_vocabulary": "tasks", "get_task": "tasks",
 }
 _SUBMODULES = ("config", "flan_v2", "offline_corpus", "packing", "pipeline", "probes", "tasks",
-               "vocabularies")
+               "text")
 
 __all__ = ["BATCH_KEYS", "BOS_ID", "DataIterator", "EOS_ID", "PAD_ID", "TASKS", "check_task",
            "default_config", "get_task", "get_vocabulary", "make_iterator", "probes", "validate"]
