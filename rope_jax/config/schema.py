@@ -157,6 +157,9 @@ class RopeConfig(Section):
     return rope_lib.apply_rope_tables(x, tables, layout=self.layout)
 
 
+# What ModelConfig.with_rope_scaling may change on a trained model (nothing with parameters).
+EVAL_ROPE_FIELDS = ("type", *rope_scaling.PARAMETER_NAMES, "scale_factor")
+
 MODEL_SIZES = ("vocab_size", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
                "mlp_dim")
 
@@ -285,6 +288,30 @@ class ModelConfig(Section):
       d["global_rope"] = (from_dict(RopeConfig, {**rope, **glob}, f"{where}.global_rope")
                           if glob else None)
     return from_dict(cls, d, where)
+
+  def with_rope_scaling(self, overrides: Any) -> "ModelConfig":
+    """The same model with another context extension on every layer (evaluation time).
+
+    ``overrides`` maps ``RopeConfig`` fields among ``EVAL_ROPE_FIELDS`` (``type``, its HF
+    parameters, ``scale_factor``) to values; the layers' previous scaling parameters are dropped
+    first, so ``{"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}``
+    replaces whatever the run trained with. None of these fields has parameters, so a trained
+    checkpoint restores unchanged into the new model. Other fields are a ValueError naming them.
+    """
+    overrides = strict.plain(overrides)
+    bad = sorted(set(overrides) - set(EVAL_ROPE_FIELDS))
+    if bad:
+      raise ValueError(f"Cannot override {bad} of model.rope at evaluation time (they change "
+                       f"the model or its parameters); allowed: {list(EVAL_ROPE_FIELDS)}.")
+    cleared = {name: None for name in rope_scaling.PARAMETER_NAMES}
+    cleared.update(type="default", scale_factor=1.0)
+
+    def swap(rope: RopeConfig | None) -> RopeConfig | None:
+      if rope is None:
+        return None
+      return from_dict(RopeConfig, {**dataclasses.asdict(rope), **cleared, **overrides})
+
+    return dataclasses.replace(self, rope=swap(self.rope), global_rope=swap(self.global_rope))
 
   def layer_rope(self, layer: int) -> RopeConfig:
     """The positional encoding of layer ``layer``."""
