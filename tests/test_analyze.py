@@ -65,7 +65,7 @@ ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_interv
 ckpt.save(step, state, data_state={"position": 0}, metadata=metadata, force=True)
 ckpt.close()
 tokens = (np.arange(8 * 16).reshape(8, 16) * 37 + 5) % config.model.vocab_size
-forward = jax.jit(lambda params, tokens: nnx.merge(setup.graphdef, params)(tokens),
+forward = jax.jit(lambda params, tokens: nnx.merge(setup.graphdef, params)(tokens).logits,
                   in_shardings=(setup.param_shardings, setup.batch_sharding))
 with sharding.activate(setup.mesh, setup.rules):
   logits = forward(state["params"], jax.device_put(tokens.astype(np.int32), setup.batch_sharding))
@@ -147,7 +147,7 @@ def _logits(model, tokens):
   """``model(tokens)`` compiled once (eager would compile every op separately)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model)
-  return np.asarray(jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))(
+  return np.asarray(jax.jit(lambda s, t: nnx.merge(graphdef, s)(t).logits)(
       state, jnp.asarray(tokens, jnp.int32)))
 
 
