@@ -13,24 +13,12 @@ from flax import nnx
 
 from rope_jax import encodings
 from rope_jax.model import fire as fire_lib
-
-
-def ref_slopes(n: int) -> list[float]:
-  """Press et al.'s reference recipe: a geometric sequence starting at (and with ratio)
-  2^(-8/n) for n a power of two; else the closest lower power of two, then every other slope
-  of twice that."""
-  def geometric(m):
-    start = 2 ** (-(2 ** -(math.log2(m) - 3)))
-    return [start * start**i for i in range(m)]
-  if math.log2(n).is_integer():
-    return geometric(n)
-  p = 2 ** math.floor(math.log2(n))
-  return geometric(p) + ref_slopes(2 * p)[0::2][: n - p]
+from tests import reference
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 6, 8, 12, 16, 20, 24, 32, 40, 64])
 def test_alibi_slopes_match_reference(n):
-  np.testing.assert_allclose(encodings.alibi_slopes(n), ref_slopes(n), rtol=1e-14)
+  np.testing.assert_allclose(encodings.alibi_slopes(n), reference.alibi_slopes(n), rtol=1e-14)
 
 
 def test_alibi_slopes_by_hand():
@@ -86,11 +74,7 @@ def test_alibi_rejects_negative_or_misshaped_slopes():
 def test_sinusoidal_closed_form(dim):
   pos = np.array([[0, 1, 2, 17, 511], [8191, 65_535, 131_071, 2**20 - 1, 2**20]], np.int32)
   got = np.asarray(encodings.sinusoidal_embedding(jnp.asarray(pos), dim), np.float64)
-  want = np.empty(pos.shape + (dim,))
-  for k in range(dim // 2):
-    w = 1.0 / 10_000.0 ** (2 * k / dim)
-    want[..., 2 * k] = np.sin(pos * w)
-    want[..., 2 * k + 1] = np.cos(pos * w)
+  want = reference.sinusoidal(pos, dim)
   np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)  # Exact angles: even at 2^20.
   assert got.dtype == np.float64 and got.shape == pos.shape + (dim,)
   np.testing.assert_allclose(got[0, 0], np.tile([0.0, 1.0], dim // 2))

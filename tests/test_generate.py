@@ -77,8 +77,8 @@ def test_cache_requires_positions_and_excludes_intermediates():
     model(jnp.zeros((1, 2), jnp.int32), cache=cache)
   with pytest.raises(ValueError, match="return_intermediates"):
     tables = model.cfg.rope.tables(jnp.zeros((1, 2), jnp.int32), model.cfg.head_dim)
-    model.blocks[0].attn(jnp.zeros((1, 2, 32)), tables, jnp.ones((1, 2), jnp.int32), True,
-                         cache=cache[0])
+    model.blocks[0].attn(jnp.zeros((1, 2, 32)), tables, jnp.zeros((1, 2), jnp.int32),
+                         jnp.ones((1, 2), jnp.int32), True, cache=cache[0])
   with pytest.raises(ValueError, match="return_intermediates"):
     model(jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32), cache=cache,
           return_intermediates=True)
