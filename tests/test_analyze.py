@@ -102,17 +102,16 @@ def _tiny_config(arg="pe=rope"):
 
 
 def _save_params_only(workdir, arg, *, metadata=None, config=True):
-  """A params-only checkpoint as rope_jax.import_gemma writes it (weights.checkpoints)."""
+  """A params-only checkpoint as rope_jax.import_gemma writes it (rundir.save_params)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
   cfg_dict = json.loads(_tiny_config(arg).to_json_best_effort())
   cfg = model_lib.ModelConfig.from_dict(cfg_dict["model"])
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.Transformer(cfg, rngs=nnx.Rngs(1))))
+  graphdef, _ = model_lib.abstract_model(cfg)
   params = jax.jit(lambda: nnx.state(model_lib.Transformer(cfg, rngs=nnx.Rngs(1)), nnx.Param))()
   model = nnx.merge(graphdef, params)
   if config:
-    checkpoints.save_params(str(workdir), params, cfg_dict, step=STEP, metadata=metadata)
+    restore.save_params(str(workdir), params, cfg_dict, step=STEP, metadata=metadata)
   else:
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_interval_steps=1,
                                    max_to_keep=1, async_save=False)
