@@ -258,3 +258,28 @@ def test_global_rope_with_its_own_type_inherits_no_scaling_parameters():
   d["global_rope"] = dict(fraction=0.0)  # No type: inherits yarn and its parameters.
   assert ModelConfig.from_dict(d).layer_rope(1).factor == 4.0
   assert dataclasses.asdict(ModelConfig.from_dict(d).layer_rope(0))["type"] == "yarn"
+
+
+def test_restore_a_run_with_a_context_extension_it_was_not_trained_with(tmp_path):
+  """rundir.load(..., rope_scaling=...): same parameters, YaRN model, long-context logits differ;
+  a field that changes parameters is refused before anything is read."""
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config("configs/tiny.py:pe=p_rope,p=0.75")
+  config.unlock()
+  config.model.update(num_layers=1, embed_dim=32, num_heads=2, num_kv_heads=1, head_dim=16,
+                      mlp_dim=32)
+  model = model_lib.Transformer(config_lib.model_config(config), rngs=nnx.Rngs(0))
+  rundir.save_params(str(tmp_path), nnx.state(model, nnx.Param), config.to_dict())
+  yarn = dict(type="yarn", factor=4.0, original_max_position_embeddings=16)
+  plain = rundir.load(str(tmp_path))
+  extended = rundir.load(str(tmp_path), rope_scaling=yarn)
+  assert extended.model_config.rope == dataclasses.replace(plain.model_config.rope, **yarn)
+  assert extended.config.model.rope.type == "yarn" and plain.model_config.rope.type == "default"
+  for a, b in zip(jax.tree.leaves(nnx.state(plain.model, nnx.Param)),
+                  jax.tree.leaves(nnx.state(extended.model, nnx.Param))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  tokens = jnp.asarray(np.random.default_rng(7).integers(3, 100, size=(1, 64)), jnp.int32)
+  diff = np.abs(np.asarray(plain.model(tokens).logits) - np.asarray(extended.model(tokens).logits))
+  assert diff.max() > 1e-3
+  with pytest.raises(ValueError, match=r"Cannot override \['fraction'\]"):
+    rundir.load(str(tmp_path), rope_scaling={"fraction": 0.5})
