@@ -74,7 +74,7 @@ def test_turn_constants_are_the_64_bit_fraction():
       turns = decimal.Decimal(float(g)) / TWO_PI
       off = (frac - turns) % 1
       assert min(off, 1 - off) <= decimal.Decimal(2) ** -65, (g, off)
-  assert hi[3] == lo[3] == 0
+  assert hi[3] == lo[3] == 0 and np.all(np.abs(lo) <= 2**31)  # Signed low word.
   assert abs(int(hi[0]) - 2**31) <= 1  # π ≈ half a turn.
   with pytest.raises(ValueError, match="finite"):
     angles.turn_constants(np.array([1.0, np.inf]))
