@@ -67,6 +67,29 @@ def turn_constants(freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return hi, lo
 
 
+def exact_turns(positions: jax.Array, freqs: np.ndarray) -> jax.Array:
+  """``positions[..., None] · freqs`` in units of 2^-32 turn, modulo one turn.
+
+  Args:
+    positions: integer ``[...]`` (int32 range).
+    freqs: static ``[F]`` rad/token (numpy float64).
+
+  Returns:
+    uint32 ``[..., F]``: the angle is ``turns · 2π / 2^32`` (modulo 2π).
+  """
+  if not jnp.issubdtype(positions.dtype, jnp.integer):
+    raise ValueError(f"exact angles need integer positions, got dtype {positions.dtype}.")
+  hi, lo = turn_constants(freqs)
+  p = positions.astype(jnp.int32)[..., None]
+  # High word: p·U_hi modulo 2^32 units, exact (uint32 wraps; a negative p is p + 2^32, and
+  # 2^32·U_hi is whole turns).
+  turns = jax.lax.bitcast_convert_type(p, jnp.uint32) * jnp.asarray(hi)
+  # Low word: p·U_lo·2^-32 units, at most |p|/2 units, so float32 is enough (relative 2^-23);
+  # the conversion truncates (< 1 unit = 2^-32 turn).
+  low = (p.astype(jnp.float32) * jnp.asarray(lo * 2.0**-32, jnp.float32)).astype(jnp.int32)
+  return turns + jax.lax.bitcast_convert_type(low, jnp.uint32)
+
+
 def exact_angles(positions: jax.Array, freqs: np.ndarray) -> jax.Array:
   """``positions[..., None] · freqs`` reduced to ``[-π, π)``, within ~3e-7 rad of float64.
 
@@ -77,19 +100,22 @@ def exact_angles(positions: jax.Array, freqs: np.ndarray) -> jax.Array:
   Returns:
     float32 ``[..., F]`` in radians, congruent to the exact angle modulo 2π.
   """
-  if not jnp.issubdtype(positions.dtype, jnp.integer):
-    raise ValueError(f"exact_angles needs integer positions, got dtype {positions.dtype}.")
-  hi, lo = turn_constants(freqs)
-  p = positions.astype(jnp.int32)[..., None]
-  # High word: p·U_hi modulo 2^32 units, exact (uint32 wraps; a negative p is p + 2^32, and
-  # 2^32·U_hi is whole turns).
-  turns = jax.lax.bitcast_convert_type(p, jnp.uint32) * jnp.asarray(hi)
-  # Low word: p·U_lo·2^-32 units, at most |p|/2 units, so float32 is enough (relative 2^-23);
-  # the conversion truncates (< 1 unit = 2^-32 turn).
-  low = (p.astype(jnp.float32) * jnp.asarray(lo * 2.0**-32, jnp.float32)).astype(jnp.int32)
-  turns = turns + jax.lax.bitcast_convert_type(low, jnp.uint32)
-  signed = jax.lax.bitcast_convert_type(turns, jnp.int32)  # [-2^31, 2^31) = [-1/2, 1/2) turn.
-  return signed.astype(jnp.float32) * _RAD_PER_UNIT
+  signed = jax.lax.bitcast_convert_type(exact_turns(positions, freqs), jnp.int32)
+  return signed.astype(jnp.float32) * _RAD_PER_UNIT  # [-2^31, 2^31) units = [-π, π).
+
+
+def quarter_turns(turns: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Splits angles given in turns (:func:`exact_turns`) around the nearest multiple of π/2.
+
+  Returns:
+    ``(quadrant, r)``: int32 ``k mod 4`` and float32 ``r`` in ``[-π/4, π/4)`` with
+    angle = ``k·π/2 + r`` exactly up to the float32 rounding of r (< 5e-8 rad): the range
+    reduction of sin/cos done in integers, for free.
+  """
+  shifted = turns + np.uint32(1 << 29)  # + 1/8 turn: quadrant k = floor(shifted / 2^30).
+  quadrant = jax.lax.bitcast_convert_type(shifted >> 30, jnp.int32)
+  rest = jax.lax.bitcast_convert_type(shifted & np.uint32((1 << 30) - 1), jnp.int32)
+  return quadrant, (rest - (1 << 29)).astype(jnp.float32) * _RAD_PER_UNIT
 
 
 def float32_angles(positions: jax.Array, freqs: np.ndarray) -> jax.Array:

@@ -270,10 +270,15 @@ def sincos(angles: jax.Array) -> tuple[jax.Array, jax.Array]:
   a = angles.astype(jnp.float32)
   k = jnp.round(a * np.float32(2.0 / np.pi))
   r = ((a - k * _PIO2[0]) - k * _PIO2[1]) - k * _PIO2[2]
+  return _sincos_quadrant(r, k.astype(jnp.int32) & 3)  # Two's complement: -1 & 3 == 3.
+
+
+def _sincos_quadrant(r: jax.Array, quadrant: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(cos, sin)`` of ``quadrant·π/2 + r`` for float32 ``r`` in [-π/4, π/4], int ``quadrant``
+  in 0..3 (the polynomials of :func:`sincos`)."""
   r2 = r * r
   s = r + r * r2 * ((_SIN_POLY[0] * r2 + _SIN_POLY[1]) * r2 + _SIN_POLY[2])
   c = 1.0 - 0.5 * r2 + r2 * r2 * ((_COS_POLY[0] * r2 + _COS_POLY[1]) * r2 + _COS_POLY[2])
-  quadrant = k.astype(jnp.int32) & 3  # Two's complement: -1 & 3 == 3.
   cos = jnp.where(quadrant == 0, c, jnp.where(quadrant == 1, -s, jnp.where(quadrant == 2, -c, s)))
   sin = jnp.where(quadrant == 0, s, jnp.where(quadrant == 1, c, jnp.where(quadrant == 2, -s, -c)))
   return cos, sin
@@ -328,8 +333,13 @@ def _tables(positions: jax.Array, head_dim: int, theta: float, fraction: float, 
   if nonzero.size == 0:
     return None
   lo, hi = int(nonzero[0]), int(nonzero[-1]) + 1  # Rotating pairs are one contiguous run.
-  cos, sin = jax.lax.optimization_barrier(
-      sincos(rope_angles(positions, freqs[lo:hi], scale_factor)))  # [..., L, F']
+  kept = freqs[lo:hi] / scale_factor
+  if jnp.issubdtype(positions.dtype, jnp.integer):  # Exact angles, range-reduced in integers.
+    quadrant, r = angles_lib.quarter_turns(angles_lib.exact_turns(positions, kept))
+    cos, sin = _sincos_quadrant(r, quadrant)
+  else:
+    cos, sin = sincos(angles_lib.float32_angles(positions, kept))
+  cos, sin = jax.lax.optimization_barrier((cos, sin))  # [..., L, F']
   pad = [(0, 0)] * (cos.ndim - 1) + [(lo, freqs.size - hi)]  # Identity pairs: exactly 1 and 0.
   cos = jnp.pad(cos, pad, constant_values=1.0)[..., None, :]
   sin = jnp.pad(sin, pad, constant_values=0.0)[..., None, :]

@@ -89,3 +89,17 @@ def test_batched_positions_and_dtype():
   assert np.abs(wrapped(np.asarray(got, np.float64) - want)).max() <= 1e-6
   with pytest.raises(ValueError, match="integer positions"):
     angles.exact_angles(jnp.zeros((3,), jnp.float32), freqs)
+
+
+def test_quarter_turns_reduce_exactly_around_multiples_of_half_pi():
+  freqs = np.array([1.0, 0.3, 1e-3, 0.0])
+  pos = np.array([0, 1, 2, 3, 5, 100, 8191, -7, 2**20, 2**31 - 1], np.int32)
+  quadrant, r = angles.quarter_turns(angles.exact_turns(jnp.asarray(pos), freqs))
+  quadrant, r = np.asarray(quadrant), np.asarray(r, np.float64)
+  assert np.all((quadrant >= 0) & (quadrant <= 3))
+  assert np.all(np.abs(r) <= np.pi / 4 + 1e-7)
+  for a, p in enumerate(pos):
+    for b, g in enumerate(freqs):
+      got = quadrant[a, b] * np.pi / 2 + r[a, b]
+      assert abs(wrapped(got - exact_reference(int(p), float(g)))) <= 4e-7, (p, g)
+  assert np.all(r[0] == 0) and np.all(quadrant[0] == 0)
