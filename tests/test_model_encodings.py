@@ -20,8 +20,8 @@ from rope_jax import encodings
 from rope_jax import rope_scaling
 from rope_jax.config import base as config_lib
 from rope_jax.config.schema import ModelConfig, RopeConfig
-from rope_jax.model import generate
 from rope_jax.model import transformer as model_lib
+from tests import decoding
 
 SMALL = dict(vocab_size=61, num_layers=2, embed_dim=32, num_heads=4, num_kv_heads=2, head_dim=16,
              mlp_dim=48)
@@ -69,22 +69,10 @@ def test_kv_cache_decode_matches_full_forward(name):
   """
   model = _model(**ENCODINGS[name])
   forward = _jitted(model)
-  rng = np.random.default_rng(0)
-  row = rng.integers(3, 61, size=(10,))
-  tokens = jnp.asarray(np.stack([row, np.concatenate([[0, 0, 0], row[:7]])]), jnp.int32)
-  valid = np.ones((2, 10), bool)
-  valid[1, :3] = False
-  positions, segment_ids, _ = generate.prompt_layout(jnp.asarray(valid))
+  tokens, positions, segment_ids, valid = decoding.left_padded_batch(61)
   full = np.asarray(forward(tokens, positions, segment_ids).logits)
-  cache = model_lib.init_cache(model.cfg, batch_size=2, max_length=10)
-  out = forward(tokens[:, :4], positions[:, :4], segment_ids[:, :4], cache=cache)
-  steps, cache = [np.asarray(out.logits)], out.cache
-  for t in range(4, 10):
-    out = forward(tokens[:, t:t + 1], positions[:, t:t + 1], segment_ids[:, t:t + 1],
-                  cache=cache)
-    steps.append(np.asarray(out.logits))
-    cache = out.cache
-  cached = np.concatenate(steps, axis=1)
+  cached, _ = decoding.decode_stepwise(forward, model.cfg, tokens, positions, segment_ids,
+                                       prefill=4, max_length=10)
   np.testing.assert_allclose(cached[valid], full[valid], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(cached[1, 3:], cached[0, :7], rtol=1e-5, atol=1e-5)
 

@@ -80,23 +80,13 @@ class Section:
 
 @dataclasses.dataclass(frozen=True)
 class RopeConfig(Section):
-  """The positional encoding of a layer.
-
-  Rotation: ``variant``, ``fraction``, ``theta``, ``scale_factor``, ``layout`` as in
-  ``rope_jax.rope.apply_rope``.
-
-  Context extension, with Hugging Face ``rope_parameters`` names (``rope_jax.rope_scaling``):
-  ``type`` is the ``rope_type`` ("default", "linear", "ntk", "dynamic", "yarn", "llama3") and the
-  fields from ``factor`` to ``truncate`` its parameters (None = not set; each type says which it
-  needs and rejects the others), e.g. ``--config.model.rope.type=yarn
-  --config.model.rope.factor=4 --config.model.rope.original_max_position_embeddings=128``.
-  No parameters are learned, so a trained checkpoint can be evaluated with any of them.
-  ``"dynamic"`` reads the number of key slots: L in a forward pass, the cache size when decoding.
-
-  ``bias``: an additive attention-logit bias, ``"none"``, ``"alibi"`` (Press et al.; fixed
-  per-head slopes) or ``"fire"`` (Li et al.; a learned MLP, parameters in the layer). It composes
-  with the rotation: ``fraction=0`` and ``bias="alibi"`` is plain ALiBi.
-  """
+  """The positional encoding of a layer: rotation fields as in ``rope.apply_rope``; ``type``
+  and ``factor``..``truncate`` the Hugging Face ``rope_type`` / ``rope_parameters`` of context
+  extension (``rope_jax.rope_scaling``; None = unset; ``"dynamic"`` reads the number of key
+  slots: L, or the cache size when decoding), e.g. ``--config.model.rope.type=yarn
+  --config.model.rope.factor=4 --config.model.rope.original_max_position_embeddings=128``;
+  ``bias`` an attention-logit bias, "none", "alibi" or "fire" (learned, per layer), composed
+  with the rotation (``fraction=0, bias="alibi"`` is plain ALiBi)."""
 
   WHERE: ClassVar[str] = "model.rope"
 
@@ -190,13 +180,10 @@ class ModelConfig(Section):
       None = the same as ``rope``. In a config dict, fields left None inherit ``rope``'s, e.g.
       ``--config.model.global_every=6 --config.model.global_rope.fraction=0.25``.
     global_every: 0 = every layer uses ``rope``; k > 0 = layers l with l % k == k - 1 use
-      ``global_rope`` (k = 6 gives Gemma 4's 5 local : 1 global). Interleaved RoPE/NoPE layers
-      ("RNoPE", Llama 4 / Cohere Command A) are ``global_every=4`` with
-      ``global_rope.fraction=0`` (preset ``pe=rnope``); any per-layer pairing of the encodings
-      of ``RopeConfig`` (rotation, scaling, ALiBi/FIRE bias) works the same way. A
-      ``global_rope`` that sets its own ``type`` inherits none of ``rope``'s scaling parameters.
-    absolute_encoding: added to the token embeddings at each position: "none" or
-      "sinusoidal" (Vaswani et al.); with ``rope.fraction=0``, "NoPE with absolute positions".
+      ``global_rope`` (k = 6 gives Gemma 4's 5 local : 1 global; ``global_every=4`` with
+      ``global_rope.fraction=0`` is Llama 4's interleaved RoPE/NoPE, preset ``pe=rnope``). A
+      ``global_rope`` setting its own ``type`` inherits none of ``rope``'s scaling parameters.
+    absolute_encoding: "none" or "sinusoidal" (Vaswani et al.), added to the embeddings.
     norm_eps: ε of RMSNorm.
     dtype: activation/compute dtype ("float32" or "bfloat16"); params stay ``param_dtype``.
     param_dtype: storage dtype of the parameters.
@@ -262,10 +249,8 @@ class ModelConfig(Section):
                        f"{self.embed_dim}.")
     for name, rope in (("rope", self.rope), ("global_rope", self.global_rope)):
       if rope is not None and rope.bias != "none" and self.attention_impl == "splash":
-        raise ValueError(
-            f"model.{name}.bias={rope.bias!r} adds to the attention logits, which "
-            "model.attention_impl='splash' cannot take; use attention_impl='xla' or "
-            "'dot_product'.")
+        raise ValueError(f"model.{name}.bias={rope.bias!r} adds to the logits, which model."
+                         "attention_impl='splash' cannot take; use 'xla' or 'dot_product'.")
 
   @classmethod
   def from_dict(cls, d: Any, where: str | None = None) -> "ModelConfig":
@@ -290,14 +275,10 @@ class ModelConfig(Section):
     return from_dict(cls, d, where)
 
   def with_rope_scaling(self, overrides: Any) -> "ModelConfig":
-    """The same model with another context extension on every layer (evaluation time).
-
-    ``overrides`` maps ``RopeConfig`` fields among ``EVAL_ROPE_FIELDS`` (``type``, its HF
-    parameters, ``scale_factor``) to values; the layers' previous scaling parameters are dropped
-    first, so ``{"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}``
-    replaces whatever the run trained with. None of these fields has parameters, so a trained
-    checkpoint restores unchanged into the new model. Other fields are a ValueError naming them.
-    """
+    """The same model with another context extension on every layer (evaluation time):
+    ``overrides`` (``EVAL_ROPE_FIELDS`` only, else a ValueError naming them) replace the layers'
+    scaling fields, e.g. ``{"type": "yarn", "factor": 4.0, "original_max_position_embeddings":
+    128}``. No parameter changes, so a trained checkpoint restores unchanged."""
     overrides = strict.plain(overrides)
     bad = sorted(set(overrides) - set(EVAL_ROPE_FIELDS))
     if bad:
