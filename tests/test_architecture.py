@@ -21,6 +21,7 @@ LAYERS = {
     "rope_jax.angles": 0,
     "rope_jax.encodings": 0,
     "rope_jax.errors": 0,
+    "rope_jax.entrypoint": 0,
     "rope_jax.config": 0,
     "rope_jax.data": 1,
     "rope_jax.sharding": 1,
