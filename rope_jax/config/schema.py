@@ -10,9 +10,7 @@ key, a value of the wrong type or a non-finite float is a ValueError naming it);
 
 Names only: the model maps ``REMAT_NAMES`` to ``jax.checkpoint`` policies and
 ``ATTENTION_IMPLS`` to kernels; ``rope_jax.sharding`` builds the mesh from a ``MeshConfig``; the
-data pipeline reads the ``data`` section.
-
-Shapes: H head dimension.
+data pipeline reads the ``data`` section. Shapes: H head dimension.
 """
 
 from __future__ import annotations
@@ -37,8 +35,7 @@ ATTENTION_IMPLS = ("xla", "dot_product", "splash")
 # each name to its jax.checkpoint policy.
 REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16")
-# The feed-forward's gate nonlinearity: tanh-GELU (GeGLU, Gemma) or SiLU (SwiGLU, Llama/Mistral).
-MLP_ACTIVATIONS = ("gelu_tanh", "silu")
+MLP_ACTIVATIONS = ("gelu_tanh", "silu")  # GeGLU (Gemma) or SwiGLU (Llama, Mistral).
 DATA_SOURCES = ("data", "synthetic")
 MESH_AXES = ("data", "fsdp", "tensor")
 PROBE_KINDS = ("copy", "reverse", "recall")
@@ -49,21 +46,11 @@ TASKS = ("offline", *TFDS_TASKS, *(f"probe_{kind}" for kind in PROBE_KINDS), "mi
 # vocabulary over tensor. Activation names are used by rope_jax.model.transformer via
 # rope_jax.sharding.constrain().
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("activation_batch", ("data", "fsdp")),
-    ("activation_length", None),
-    ("activation_embed", None),
-    ("activation_heads", "tensor"),
-    ("activation_kv_heads", "tensor"),
-    ("activation_mlp", "tensor"),
-    ("activation_vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("vocab", "tensor"),
-    ("mlp", "tensor"),
-    ("q_heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("norm", None),
+    ("batch", ("data", "fsdp")), ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None), ("activation_embed", None), ("activation_heads", "tensor"),
+    ("activation_kv_heads", "tensor"), ("activation_mlp", "tensor"),
+    ("activation_vocab", "tensor"), ("embed", "fsdp"), ("vocab", "tensor"), ("mlp", "tensor"),
+    ("q_heads", "tensor"), ("kv_heads", "tensor"), ("head_dim", None), ("norm", None),
 )
 
 
@@ -194,11 +181,9 @@ class ModelConfig(Section):
       splash-attention kernel, TPU; ``rope_jax.model.attention``).
     remat: rematerialisation policy of each block in the backward pass, one of ``REMAT_NAMES``
       (trades FLOPs for activation memory); True/False (older configs) mean "full"/"none".
-    mlp_activation, norm_plus_one, tie_embeddings, embed_scale, query_scale: the decoder
-      family, Gemma 1's by default (``rope_jax.weights.hf_config`` maps each HF architecture):
-      the gate nonlinearity in ``MLP_ACTIVATIONS`` ("silu": SwiGLU); RMSNorm times ``1 + scale``
-      (scale from 0) or else ``scale`` (from 1); the output layer tied to the embedding or else
-      its own ``lm_head [V, D]``; √D embedding scale; the query factor (None: ``head_dim^-0.5``).
+    mlp_activation, norm_plus_one, tie_embeddings, embed_scale, query_scale: the decoder family,
+      Gemma 1's by default, Llama's in ``rope_jax.weights.hf_config`` (meanings in
+      ``rope_jax.model.transformer``; ``query_scale`` None is ``head_dim^-0.5``).
   """
 
   WHERE: ClassVar[str] = "model"
