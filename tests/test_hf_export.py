@@ -27,7 +27,7 @@ from rope_jax.errors import BadInputError
 from rope_jax.model import transformer as model_lib
 from rope_jax.weights import hf_config
 from rope_jax.weights import safetensors_io
-from tests.test_hf_import import ROPE_TYPES, TOLERANCE, cli, needs_rope_types, rel_error
+from tests.test_hf_import import TOLERANCE, cli, rel_error
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -50,8 +50,6 @@ RUNS = {
                                                original_max_position_embeddings=16),
                       "LlamaForCausalLM"),
 }
-PARAMS = [pytest.param(name, marks=needs_rope_types) if "type" in rope else name
-          for name, (_, rope, _) in RUNS.items()]
 
 
 def make_run(workdir: str, model: dict, rope: dict, seed: int = 0) -> model_lib.Transformer:
@@ -88,8 +86,6 @@ def exported(tmp_path_factory) -> dict[str, tuple]:
   root = tmp_path_factory.mktemp("hf_export")
   out = {}
   for name, (model, rope, _) in RUNS.items():
-    if "type" in rope and not ROPE_TYPES:
-      continue
     workdir, hf_dir = str(root / name), str(root / f"{name}_hf")
     m = make_run(workdir, model, rope)
     export_hf.export_run(workdir, hf_dir)
@@ -97,7 +93,7 @@ def exported(tmp_path_factory) -> dict[str, tuple]:
   return out
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", RUNS)
 def test_transformers_loads_the_export_with_the_same_logits(exported, name):
   _, _, model, cls, ref = exported[name]
   assert cls == RUNS[name][2]
@@ -111,8 +107,6 @@ def test_the_encoding_matters_where_compared(exported):
   """Each exported encoding, swapped for plain RoPE in rope_jax, misses transformers' logits by
   far more than the tolerance: the comparison above checks the encoding, not just the weights."""
   for name in ("gemma_p_rope", "llama_llama3", "llama_yarn", "llama_dynamic"):
-    if name not in exported:
-      continue
     _, _, model, _, ref = exported[name]
     ids = tokens(model.cfg.vocab_size)
     cfg = dataclasses.replace(model.cfg, rope=model_lib.RopeConfig(theta=model.cfg.rope.theta))
@@ -122,7 +116,6 @@ def test_the_encoding_matters_where_compared(exported):
     assert err[20:].min() > 100 * TOLERANCE, (name, err)
 
 
-@needs_rope_types
 def test_config_has_both_rope_schemas(exported):
   hf = json.load(open(os.path.join(exported["llama_llama3"][1], "config.json")))
   assert hf["rope_parameters"] == {"rope_theta": 10_000.0, "rope_type": "llama3", "factor": 8.0,
@@ -140,7 +133,7 @@ def test_config_has_both_rope_schemas(exported):
   assert (gen["bos_token_id"], gen["eos_token_id"]) == (text.BOS_ID, text.EOS_ID)
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", RUNS)
 def test_export_then_import_gives_the_same_params(exported, tmp_path, name):
   workdir, hf_dir = exported[name][:2]
   import_hf.import_run(hf_dir, str(tmp_path / "back"))
@@ -181,7 +174,6 @@ def test_tokenizer_shipped_and_loaded(exported):
   assert not os.path.exists(os.path.join(exported["gemma_p_rope"][1], "tokenizer.model"))
 
 
-@needs_rope_types
 def test_sharded_export_through_the_cli(exported, tmp_path):
   workdir, hf_dir, model = exported["llama_llama3"][:3]
   out = tmp_path / "sharded"
@@ -224,10 +216,7 @@ def test_refused_by_name(model, rope, named):
   config.model.rope.update(rope)
   if "global_rope" in model:
     config.model.global_rope.update(model["global_rope"])
-  try:
-    cfg = config_lib.model_config(config)
-  except (AttributeError, KeyError, ValueError) as e:
-    pytest.skip(f"this rope_jax has no such field: {e}")
+  cfg = config_lib.model_config(config)
   with pytest.raises(BadInputError, match=named):
     hf_config.hf_config(cfg, max_position_embeddings=64)
 

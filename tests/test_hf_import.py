@@ -31,10 +31,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTDATA = os.path.join(REPO, "tests", "testdata")
 MODELS = ("llama_tiny_gqa", "mistral_tiny_mqa")
 TOLERANCE = 1e-4  # Relative to the largest |logit| at each position.
-# Context extension (llama3, yarn, dynamic) needs RopeConfig.type (rope_jax.rope_scaling); until
-# that is merged, the tests that need it skip and the rest run.
-ROPE_TYPES = "type" in {f.name for f in dataclasses.fields(RopeConfig)}
-needs_rope_types = pytest.mark.skipif(not ROPE_TYPES, reason="needs RopeConfig.type")
 
 
 def rel_error(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -73,15 +69,13 @@ def imported(tmp_path_factory) -> dict[str, rundir.Restored]:
   sources = [(m, os.path.join(TESTDATA, m)) for m in MODELS]
   sources.append(("llama_legacy", legacy_dir(root, "llama_tiny_gqa")))
   for name, src in sources:
-    if name.startswith("llama") and not ROPE_TYPES:
-      continue
     proc = cli("rope_jax.import_hf", f"--src={src}", f"--out={root / name}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out[name] = rundir.load(str(root / name))
   return out
 
 
-@pytest.mark.parametrize("name", [pytest.param(MODELS[0], marks=needs_rope_types), MODELS[1]])
+@pytest.mark.parametrize("name", MODELS)
 def test_logits_equal_transformers(imported, name):
   tokens, ref = reference(name)
   restored = imported[name]
@@ -92,13 +86,12 @@ def test_logits_equal_transformers(imported, name):
   assert err.max() <= TOLERANCE, err
 
 
-@needs_rope_types
 def test_llama3_scaling_matters_where_compared(imported):
   """The same weights with unscaled RoPE miss transformers' logits by far more than the tolerance
   at every position from 8 on, so the comparison above checks the scaling there."""
   restored = imported["llama_tiny_gqa"]
   cfg = restored.model_config
-  assert getattr(cfg.rope, "type", None) == "llama3"
+  assert cfg.rope.type == "llama3"
   assert cfg.num_kv_heads < cfg.num_heads and not cfg.tie_embeddings
   tokens, ref = reference("llama_tiny_gqa")
   plain = model_lib.Transformer(
@@ -108,7 +101,6 @@ def test_llama3_scaling_matters_where_compared(imported):
   assert err[8:].min() > 100 * TOLERANCE, err
 
 
-@needs_rope_types
 def test_legacy_and_new_schema_give_one_model(imported):
   new = hf_checkpoint.model_fields(os.path.join(TESTDATA, "llama_tiny_gqa"))
   legacy_hf = json.load(open(os.path.join(TESTDATA, "llama_tiny_gqa", "config_legacy.json")))
@@ -126,8 +118,7 @@ def test_legacy_type_key_and_linear():
   hf["rope_scaling"] = {"type": "linear", "factor": 4.0}  # transformers 4.3x spelling.
   rope = RopeConfig(**hf_config.model_fields(hf)["rope"])
   assert rope.theta == 1e6
-  assert getattr(rope, "type", "linear") == "linear"
-  assert getattr(rope, "factor", getattr(rope, "scale_factor", None)) == 4.0
+  assert (rope.type, rope.factor) == ("linear", 4.0)
 
 
 def test_gemma_through_import_hf(tmp_path):
@@ -168,7 +159,6 @@ def test_sliding_window_is_a_named_caveat():
     (dict(rope_type="proportional", partial_rotary_factor=0.25, factor=2.0), {},
      dict(fraction=0.25, type="linear", factor=2.0)),
 ])
-@needs_rope_types
 def test_transformers_context_lengths(rope, top, want):
   hf = {**_config(), **top, "rope_parameters": dict(rope_theta=1e4, **rope)}
   got = hf_config.model_fields(hf)["rope"]

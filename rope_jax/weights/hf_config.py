@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from rope_jax import rope_scaling
 from rope_jax.config.schema import MODEL_SIZES, ModelConfig, RopeConfig
 from rope_jax.errors import BadInputError
 
@@ -141,36 +142,21 @@ def _hf_lengths(hf: Mapping[str, Any], rope_type: str, params: dict[str, Any]) -
   return params
 
 
-def _has_rope_type() -> bool:
-  return "type" in {f.name for f in dataclasses.fields(RopeConfig)}
-
-
 def scaling_fields(rope_type: str, params: Mapping[str, Any], where: str) -> dict[str, Any]:
-  """A scaling type and its HF parameters as ``RopeConfig`` fields.
-
-  With ``RopeConfig.type`` (``rope_jax.rope_scaling``) every type maps one to one; without it
-  only ``default`` and ``linear`` (``scale_factor``) exist.
-  """
+  """A scaling type and its HF parameters as ``RopeConfig`` fields (``type`` and the same
+  names, ``rope_jax.rope_scaling``); BadInputError naming a parameter it does not take."""
   params = {k: v for k, v in params.items() if v is not None}
-  if _has_rope_type():
-    from rope_jax import rope_scaling  # pylint: disable=g-import-not-at-top
-    required, optional = rope_scaling.PARAMETERS[rope_type]
-    known = set(required) | set(optional)
-    dropped = sorted(set(params) - known)
-    if dropped:
-      raise BadInputError(f"{where}: rope type {rope_type!r} parameter(s) {dropped} are not "
-                          f"supported; it takes {sorted(known)}.")
-    try:
-      rope_scaling.validate_rope_scaling(rope_type, params)
-    except ValueError as e:
-      raise BadInputError(f"{where}: {e}") from None
-    return dict(type=rope_type, **params)
-  if rope_type == "default" and not params:
-    return {}
-  if rope_type == "linear" and set(params) == {"factor"}:
-    return dict(scale_factor=float(params["factor"]))
-  raise BadInputError(f"{where}: rope type {rope_type!r} ({dict(params)}) is not supported by "
-                      "this rope_jax (no RopeConfig.type); supported: default, linear.")
+  required, optional = rope_scaling.PARAMETERS[rope_type]
+  known = set(required) | set(optional)
+  dropped = sorted(set(params) - known)
+  if dropped:
+    raise BadInputError(f"{where}: rope type {rope_type!r} parameter(s) {dropped} are not "
+                        f"supported; it takes {sorted(known)}.")
+  try:
+    rope_scaling.validate_rope_scaling(rope_type, params)
+  except ValueError as e:
+    raise BadInputError(f"{where}: {e}") from None
+  return dict(type=rope_type, **params)
 
 
 def model_fields(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,7 +242,7 @@ def _export_rope(cfg: ModelConfig, proportional_ok: bool) -> dict[str, Any]:
     raise BadInputError("The run uses a second encoding on every "
                         f"{cfg.global_every}th layer (model.global_rope); transformers' "
                         "Llama/Gemma apply one encoding to all layers.")
-  scaling = scaling_params(rope)
+  scaling = rope.scaling_params()
   default = RopeConfig()
   for f in dataclasses.fields(RopeConfig):
     if f.name in _EXPORTED_ROPE_FIELDS or f.name in scaling:
@@ -267,7 +253,7 @@ def _export_rope(cfg: ModelConfig, proportional_ok: bool) -> dict[str, Any]:
           f"Llama/Gemma (they rotate split-half pairs with variant='p_rope' and add no logit "
           f"bias); not exported.")
   params: dict[str, Any] = {"rope_theta": float(rope.theta)}
-  rope_type = getattr(rope, "type", "default")
+  rope_type = rope.type
   if rope.scale_factor != 1.0:
     rope_type, scaling = "linear", {"factor": float(rope.scale_factor)}
   if rope_type not in SCALING_TYPES:
@@ -287,11 +273,6 @@ def _export_rope(cfg: ModelConfig, proportional_ok: bool) -> dict[str, Any]:
   params["rope_type"] = rope_type
   params.update(scaling)
   return params
-
-
-def scaling_params(rope: RopeConfig) -> dict[str, Any]:
-  """The HF-named scaling parameters a ``RopeConfig`` sets (empty without ``type``)."""
-  return rope.scaling_params() if _has_rope_type() else {}
 
 
 def hf_config(cfg: ModelConfig, *, max_position_embeddings: int, dtype: str = "float32",
