@@ -182,8 +182,13 @@ def integer_rows(fig: Figure) -> None:
       ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
-def plot_head_scores(scores: Mapping[str, np.ndarray], *, title: str = "") -> Figure:
-  """Diagonal / previous-token scores as layer × head heatmaps (0..1), one panel per kind."""
+def plot_head_scores(scores: Mapping[str, np.ndarray], *, title: str = "",
+                     statistic: str = "mean") -> Figure:
+  """Diagonal / previous-token scores as layer × head heatmaps (0..1), one panel per kind.
+
+  ``statistic`` names how the scores reduce over queries ("mean", or "min" for the paper's
+  strict definition).
+  """
   fig = Figure(figsize=(5.0 * len(scores), 4.2), layout="constrained")
   axes = fig.subplots(1, len(scores), squeeze=False)[0]
   for ax, (kind, values) in zip(axes, scores.items()):
@@ -192,7 +197,7 @@ def plot_head_scores(scores: Mapping[str, np.ndarray], *, title: str = "") -> Fi
                       vmax=1)
     fig.colorbar(image, ax=ax, label=SCORE_UNITS)
     offset = "α_{i,i}" if kind == "diagonal" else "α_{i,i-1}"
-    ax.set(title=f"{kind.replace('_', '-')} score (mean {offset})", xlabel="head",
+    ax.set(title=f"{kind.replace('_', '-')} score ({statistic} {offset})", xlabel="head",
            ylabel="layer")
     ax.set_xticks(range(values.shape[1]))
     if values.shape[0] <= 32:
