@@ -232,13 +232,10 @@ def test_analyze_new_analyses_end_to_end(tiny_run, tmp_path):
   prompts = tmp_path / "p.txt"
   prompts.write_text("I don't know, it's fine.\nTo be, or not to be.\n")
   out = tmp_path / "out"
-  paths = report.analyze(tiny_run, "heads,cauchy_schwarz,head_types,domains", str(out),
+  paths = report.analyze(tiny_run, "cauchy_schwarz,head_types,domains", str(out),
                          prompts=str(prompts), layer=0, head=1, bands="0:8,8:32",
                          domains="shakespeare,code", batch_size=8)
   assert all(os.path.exists(p) for p in paths)
-  heads = json.loads((out / "positional_heads.json").read_text())
-  for kind in ("diagonal", "previous_token"):
-    assert np.all(np.asarray(heads["strict"][kind]) <= np.asarray(heads[kind]) + 1e-6)
   table = json.loads((out / "cauchy_schwarz_L0H1_prompt0.json").read_text())
   assert table["softmax_error"] < 1e-5 and table["band_labels"][0].startswith("k 0-7")
   assert (out / "cauchy_schwarz_L0H1_prompt0.md").read_text().startswith("| pair kind")
@@ -248,7 +245,7 @@ def test_analyze_new_analyses_end_to_end(tiny_run, tmp_path):
   domains = json.loads((out / "domains.json").read_text())
   assert domains["cosine_similarity_to_reference"]["shakespeare"]["k"] == pytest.approx(1.0)
   for name in ("head_types.png", "head_bands.png", "domains_frequency_usage.png",
-               "positional_heads_strict.png", "cauchy_schwarz_L0H1_prompt0.png"):
+               "cauchy_schwarz_L0H1_prompt0.png"):
     assert (out / name).stat().st_size > 10_000
   with pytest.raises(ValueError, match="--marker='comma' is not one of"):
     report.analyze(tiny_run, "head_types", str(tmp_path / "x"), marker="comma")
@@ -256,3 +253,35 @@ def test_analyze_new_analyses_end_to_end(tiny_run, tmp_path):
     report.analyze(tiny_run, "domains", str(tmp_path / "x"), domains="klingon")
   with pytest.raises(ValueError, match="--bands: bands must"):
     report.analyze(tiny_run, "cauchy_schwarz", str(tmp_path / "x"), bands="0:3")
+
+
+# ----------------------------------------------------------------------------------------------
+# experiments/llama31_analysis.py (App. C) on a tiny Llama-shaped run (GQA, θ = 500k).
+
+
+def test_llama31_analysis_end_to_end(tmp_path):
+  from experiments import llama31_analysis  # pylint: disable=g-import-not-at-top
+  from tests.test_analyze import _save_params_only  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "llama"
+  _save_params_only(workdir, "pe=rope,theta=500000", metadata={"import": {"src": "tiny"}},
+                    num_kv_heads=2)
+  ids = tmp_path / "ids.json"
+  ids.write_text(json.dumps([[2, 5, 9, 11, 300, 7], [2, 40, 41, 42]]))
+  out = tmp_path / "out"
+  paths = llama31_analysis.main([f"--workdir={workdir}", f"--token_ids={ids}", f"--out={out}",
+                                 "--layer=1", "--top_heads=2", "--bands=0:8,8:32"])
+  assert all(os.path.exists(p) for p in paths)
+  numbers = json.loads((out / "spread.json").read_text())
+  assert numbers["theta"] == 500000 and numbers["positional_encoding"] == "RoPE θ=500k"
+  assert np.sum(numbers["k"]["band_share_overall"]) == pytest.approx(1.0, abs=1e-3)
+  assert len(numbers["k"]["onset_chunk_per_layer"]) == 2
+  usage = json.loads((out / "frequency_usage.json").read_text())
+  assert np.shape(usage["k"]) == (2, 2, 32)  # GQA: 2 key heads.
+  for name in ("frequency_usage_layers.png", "frequency_usage_layer1_heads.png",
+               "fig11_diagonal_heads.png", "positional_heads_strict.png"):
+    assert (out / name).stat().st_size > 10_000
+  assert list(out.glob("cauchy_schwarz_L*H*_prompt0.md"))
+  bad = tmp_path / "bad.json"
+  bad.write_text(json.dumps([[2, 5000]]))
+  with pytest.raises(ValueError, match="id 5000 does not fit model.vocab_size=2048"):
+    llama31_analysis.main([f"--workdir={workdir}", f"--token_ids={bad}", f"--out={out}"])

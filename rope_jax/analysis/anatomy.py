@@ -32,9 +32,11 @@ from rope_jax.model import transformer as model_lib
 
 
 def logit_scale(cfg: model_lib.ModelConfig) -> float:
-  """The factor between ``q_rot · k_rot`` and the attention logit: ``H**-0.5``, as
-  ``transformer.Attention`` scales the queries (checked against the model: ``softmax_error``)."""
-  return float(cfg.head_dim) ** -0.5
+  """The factor between ``q_rot · k_rot`` and the attention logit, as the model scales its
+  queries (``ModelConfig.attention_scale()`` where the config has it, else ``H**-0.5``); checked
+  against the model's own weights by ``softmax_error``."""
+  scale = getattr(cfg, "attention_scale", None)
+  return float(scale()) if callable(scale) else float(cfg.head_dim) ** -0.5
 
 
 @dataclasses.dataclass
@@ -85,28 +87,34 @@ def head_anatomy(model: model_lib.Transformer, prompt: Sequence[int], *, layer: 
     bands: :func:`cauchy_schwarz.band_slices` spec (number of equal bands or ``"0:4,4:32"``).
     markers: optional bool ``[P]`` marker tokens (a ``"marker"`` pair kind).
   """
-  cfg = model.cfg
+  (batch,) = list(measure_lib.batches(model, [list(prompt)], batch_size=1))
+  return decompose(model.cfg, batch, 0, layer=layer, head=head, bands=bands, markers=markers)
+
+
+def decompose(cfg: model_lib.ModelConfig, batch: measure_lib.Batch, row: int, *, layer: int,
+              head: int, bands: int | str = 4,
+              markers: Sequence[bool] | None = None) -> HeadAnatomy:
+  """:func:`head_anatomy` of prompt ``row`` of a forward pass already made (``measure.batches``)."""
   if not 0 <= layer < cfg.num_layers:
     raise errors.BadInputError(f"layer must be in [0, {cfg.num_layers}), got {layer}.")
   if not 0 <= head < cfg.num_heads:
     raise errors.BadInputError(f"head must be in [0, {cfg.num_heads}), got {head}.")
-  if len(prompt) < 2:
-    raise errors.BadInputError(f"the prompt needs >= 2 tokens, got {len(prompt)}.")
+  p = int(batch.mask[row].sum())
+  if p < 2:
+    raise errors.BadInputError(f"the prompt needs >= 2 tokens, got {p}.")
   rope = cfg.layer_rope(layer)
   band_list = cs.band_slices(cfg.head_dim // 2, bands)
-  (batch,) = list(measure_lib.batches(model, [list(prompt)], batch_size=1))
   values = batch.layers[layer]
   kv_head = head // (cfg.num_heads // cfg.num_kv_heads)
-  p = len(prompt)
-  q_rot = np.asarray(values["q_rot"][0, :p, head], np.float32)
-  k_rot = np.asarray(values["k_rot"][0, :p, kv_head], np.float32)
+  q_rot = np.asarray(values["q_rot"][row, :p, head], np.float32)
+  k_rot = np.asarray(values["k_rot"][row, :p, kv_head], np.float32)
   act = np.asarray(cs.chunk_activations(q_rot, k_rot, rope=rope))
-  bound = np.asarray(cs.chunk_bounds(np.asarray(values["q"][0, :p, head]),
-                                     np.asarray(values["k"][0, :p, kv_head]), rope=rope))
+  bound = np.asarray(cs.chunk_bounds(np.asarray(values["q"][row, :p, head]),
+                                     np.asarray(values["k"][row, :p, kv_head]), rope=rope))
   codes, kinds = cs.pair_kinds(p, bos=True, markers=markers)
   scale = logit_scale(cfg)
   band_logits = scale * cs.band_sums(act.astype(np.float64), band_list)
-  attention = np.asarray(values["attn"][0, head, :p, :p], np.float32)
+  attention = np.asarray(values["attn"][row, head, :p, :p], np.float32)
   recomputed = np.asarray(positional_heads_lib.causal_attention(band_logits.sum(-1)))
   return HeadAnatomy(
       layer=layer, head=head, kv_head=kv_head, activations=act, bounds=bound, codes=codes,

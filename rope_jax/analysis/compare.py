@@ -7,6 +7,7 @@
   of the norm in each band; "how the norm distributions change").
 * :func:`plot_profiles`: the per-chunk mean norm of several runs overlaid, one panel per
   quantity (high → low frequency).
+* :func:`band_onset`: the fastest chunk where a profile reaches half its maximum (App. C).
 * :func:`profile_similarity`: cosine similarity of two usage profiles (Fig. 19: "very similar
   patterns" across domains, as a number).
 
@@ -30,6 +31,20 @@ def band_fractions(usage: np.ndarray, bands: Sequence[tuple[int, int]]) -> np.nd
   total = sums.sum(-1, keepdims=True)
   with np.errstate(invalid="ignore", divide="ignore"):
     return np.where(total > 0, sums / np.where(total > 0, total, 1.0), np.nan)
+
+
+def band_onset(profile: np.ndarray, fraction: float = 0.5) -> int:
+  """The fastest chunk at which a ``[H/2]`` usage profile reaches ``fraction`` of its maximum.
+
+  Scans high → low frequency; App. C compares where the high-norm low-frequency bands start in
+  Llama 3.1 (θ = 500k) and Gemma (θ = 10k). Raises ValueError for an all-zero profile.
+  """
+  profile = np.asarray(profile, np.float64)
+  if profile.ndim != 1 or not np.any(profile > 0):
+    raise ValueError(f"profile must be a nonzero [H/2] vector, got shape {profile.shape}.")
+  if not 0 < fraction <= 1:
+    raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
+  return int(np.flatnonzero(profile >= fraction * profile.max())[0])
 
 
 def profile_similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -279,10 +279,12 @@ def head_types_job(model, m: Measurement, info: Mapping[str, Any], out: str, *,
           "marker": (_top(htm.scores["marker"].mean, 1)[0], marker_prompt),
           "diagonal": (_top(m.scores["diagonal"], 1)[0], prompt_index),
           "previous_token": (_top(m.scores["previous_token"], 1)[0], prompt_index)}
-  anatomies = []
-  for kind, ((layer, head, _), p) in tops.items():
-    anatomies.append((kind, p, anatomy_lib.head_anatomy(
-        model, token_ids[p], layer=layer, head=head, bands=bands, markers=htm.markers[p])))
+  needed = sorted({p for _, p in tops.values()})
+  (batch,) = list(measure_lib.batches(model, [token_ids[p] for p in needed],
+                                      batch_size=len(needed)))
+  anatomies = [(kind, p, anatomy_lib.decompose(model.cfg, batch, needed.index(p), layer=layer,
+                                               head=head, bands=bands, markers=htm.markers[p]))
+               for kind, ((layer, head, _), p) in tops.items()]
   freqs = layer_frequencies(model.cfg, 0)
   return write_head_types(htm, m, info, out, anatomies=anatomies, freqs=freqs, epsilon=epsilon,
                           top_k=top_k)
