@@ -65,7 +65,7 @@ ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_interv
 ckpt.save(step, state, data_state={"position": 0}, metadata=metadata, force=True)
 ckpt.close()
 tokens = (np.arange(8 * 16).reshape(8, 16) * 37 + 5) % config.model.vocab_size
-forward = jax.jit(lambda params, tokens: nnx.merge(setup.graphdef, params)(tokens),
+forward = jax.jit(lambda params, tokens: nnx.merge(setup.graphdef, params)(tokens).logits,
                   in_shardings=(setup.param_shardings, setup.batch_sharding))
 with sharding.activate(setup.mesh, setup.rules):
   logits = forward(state["params"], jax.device_put(tokens.astype(np.int32), setup.batch_sharding))
@@ -102,19 +102,18 @@ def _tiny_config(arg="pe=rope"):
 
 
 def _save_params_only(workdir, arg, *, metadata=None, config=True, **model_fields):
-  """A params-only checkpoint as rope_jax.import_gemma writes it (weights.checkpoints);
+  """A params-only checkpoint as rope_jax.import_gemma writes it (rundir.save_params);
   ``model_fields`` override the tiny config's model section (e.g. ``num_kv_heads=2``)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
   cfg_dict = json.loads(_tiny_config(arg).to_json_best_effort())
   cfg_dict["model"].update(model_fields)
   cfg = model_lib.ModelConfig.from_dict(cfg_dict["model"])
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.Transformer(cfg, rngs=nnx.Rngs(1))))
+  graphdef, _ = model_lib.abstract_model(cfg)
   params = jax.jit(lambda: nnx.state(model_lib.Transformer(cfg, rngs=nnx.Rngs(1)), nnx.Param))()
   model = nnx.merge(graphdef, params)
   if config:
-    checkpoints.save_params(str(workdir), params, cfg_dict, step=STEP, metadata=metadata)
+    restore.save_params(str(workdir), params, cfg_dict, step=STEP, metadata=metadata)
   else:
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_interval_steps=1,
                                    max_to_keep=1, async_save=False)
@@ -149,7 +148,7 @@ def _logits(model, tokens):
   """``model(tokens)`` compiled once (eager would compile every op separately)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model)
-  return np.asarray(jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))(
+  return np.asarray(jax.jit(lambda s, t: nnx.merge(graphdef, s)(t).logits)(
       state, jnp.asarray(tokens, jnp.int32)))
 
 

@@ -168,8 +168,8 @@ def _forward(model: model_lib.Transformer):
 
   @jax.jit
   def forward(state, tokens, positions, segment_ids):
-    _, inter = nnx.merge(graphdef, state)(tokens, positions, segment_ids,
-                                          return_intermediates=True)
+    inter = nnx.merge(graphdef, state)(tokens, positions, segment_ids,
+                                       return_intermediates=True).intermediates
     return [{name: layer[name] for name in FORWARD_NAMES} for layer in inter]
 
   return lambda *args: forward(state, *args)
