@@ -16,6 +16,7 @@ computation, ``attention_impl="xla"``). Averages are over every real token of ev
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -160,19 +161,21 @@ class Measurement:
 
 
 def _forward(model: model_lib.Transformer):
-  """Jitted ``(tokens, positions, segment_ids) -> per-layer {q, k, v, attn}``.
+  """Jitted ``(tokens, positions, segment_ids) -> per-layer {FORWARD_NAMES}``.
 
-  The one call of the Transformer in rope_jax.analysis.
+  The one call of the Transformer in rope_jax.analysis. The graph is a static argument of one
+  module-level jit, so every pass over a model of one architecture and one batch shape reuses
+  one compilation; the parameters are read from ``model`` when this is called.
   """
   graphdef, state = nnx.split(model)
+  return lambda *args: _apply(graphdef, state, *args)
 
-  @jax.jit
-  def forward(state, tokens, positions, segment_ids):
-    inter = nnx.merge(graphdef, state)(tokens, positions, segment_ids,
-                                       return_intermediates=True).intermediates
-    return [{name: layer[name] for name in FORWARD_NAMES} for layer in inter]
 
-  return lambda *args: forward(state, *args)
+@functools.partial(jax.jit, static_argnums=(0,))
+def _apply(graphdef, state, tokens, positions, segment_ids):
+  inter = nnx.merge(graphdef, state)(tokens, positions, segment_ids,
+                                     return_intermediates=True).intermediates
+  return [{name: layer[name] for name in FORWARD_NAMES} for layer in inter]
 
 
 @dataclasses.dataclass

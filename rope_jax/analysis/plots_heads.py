@@ -78,25 +78,3 @@ def plot_band_contributions(entries: Sequence[tuple[str, Mapping[str, np.ndarray
   if title:
     fig.suptitle(title)
   return fig
-
-
-def plot_type_scores(scores: Mapping[str, np.ndarray], *, title: str = "") -> Figure:
-  """Layer × head heatmaps (0..1) of head-type scores, one panel per ``{name: [layers, N]}``."""
-  fig = Figure(figsize=(4.4 * len(scores), 4.0), layout="constrained")
-  axes = fig.subplots(1, len(scores), squeeze=False)[0]
-  for ax, (name, values) in zip(axes, scores.items()):
-    values = np.asarray(values, np.float64)
-    image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="magma", vmin=0,
-                      vmax=1)
-    fig.colorbar(image, ax=ax, label="attention mass on the targets")
-    ax.set(title=name, xlabel="head", ylabel="layer")
-    ax.set_xticks(range(values.shape[1]))
-    if values.shape[0] <= 32:
-      ax.set_yticks(range(values.shape[0]))
-    if values.size <= 256:
-      for (l, h), v in np.ndenumerate(values):
-        ax.text(h, l, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                color="black" if v > 0.6 else "white")
-  if title:
-    fig.suptitle(title)
-  return fig

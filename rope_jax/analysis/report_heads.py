@@ -159,8 +159,8 @@ def write_head_types(htm: anatomy_lib.HeadTypeMeasurement, m: Measurement,
   for name, t in types.items():
     panels[f"{name}: mean"] = t.mean
     panels[f"{name}: strict (min)"] = t.strict
-  paths.append(plots.save_figure(plots_heads.plot_type_scores(
-      panels, title=f"Head types ({htm.num_after_marker} queries follow a {htm.marker})\n"
+  paths.append(plots.save_figure(plots.plot_score_panels(
+      panels, units="attention mass on the targets", title=f"Head types ({htm.num_after_marker} queries follow a {htm.marker})\n"
                     f"{short_title(info)}"), os.path.join(out, "head_types.png")))
   if anatomies:
     labels = band_labels(anatomies[0][2].bands, freqs)
