@@ -24,6 +24,7 @@ from rope_jax.analysis import measure
 from rope_jax.analysis import report
 from rope_jax.checkpoint import manager as checkpoint
 from rope_jax.config import base as config_lib
+from rope_jax.config import presets
 from rope_jax.checkpoint import rundir as restore
 from tests import fake_devices
 
@@ -168,7 +169,7 @@ def test_restore_imported_params_only_checkpoint(tmp_path):
   model = _save_params_only(tmp_path, "pe=p_rope,p=0.25", metadata={"import": {"src": "x"}})
   restored = restore.load(str(tmp_path))
   assert restored.imported and restored.step == STEP
-  assert restore.describe_positional_encoding(restored.model_config) == "0.25-RoPE θ=10k"
+  assert presets.describe(restored.model_config) == "0.25-RoPE θ=10k"
   tokens = jnp.arange(12, dtype=jnp.int32)[None]
   np.testing.assert_allclose(_logits(restored.model, tokens), _logits(model, tokens),
                              rtol=1e-5, atol=1e-5)
@@ -197,7 +198,7 @@ def test_restore_errors(tmp_path, sharded_run):
                                       ("pe=partial,p=0.75", "partial rotary 0.75 θ=10k")])
 def test_describe_positional_encoding(arg, name):
   cfg = config_lib.model_config(config_lib.load_config(f"configs/tiny.py:{arg}"))
-  assert restore.describe_positional_encoding(cfg) == name
+  assert presets.describe(cfg) == name
 
 
 def test_analyze_argument_errors(sharded_run):

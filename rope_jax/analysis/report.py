@@ -48,6 +48,7 @@ from rope_jax.analysis.files import write_csv
 from rope_jax.analysis.files import write_json
 from rope_jax.analysis.files import write_markdown
 from rope_jax.checkpoint import rundir
+from rope_jax.config import presets
 
 ANALYSES: tuple[str, ...] = ("frequency_usage", "heads", "patterns", "cauchy_schwarz",
                              "head_types", "domains")
@@ -73,7 +74,7 @@ def run_info(restored: rundir.Restored, workdir: str, texts: Sequence[str],
   return {
       "workdir": workdir,
       "step": restored.step,
-      "positional_encoding": rundir.describe_positional_encoding(cfg),
+      "positional_encoding": presets.describe(cfg),
       "model": {"num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
                 "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
                 "rope": dataclasses.asdict(cfg.rope)},
@@ -266,16 +267,16 @@ def analyze(workdir: str, analyses: str | Sequence[str], out: str, *, step: int 
     raise errors.BadInputError(f"--domains: {e}") from e
   texts = measure_lib.read_prompts(prompts)
   _check_index("prompt_index", prompt_index, len(texts), "prompts")
+  _, cfg, _ = rundir.read_config(workdir, step)  # Metadata only: bad indices fail before loading.
+  _check_index("layer", layer, cfg.num_layers, "layers")
+  _check_index("head", head, cfg.num_heads, "query heads per layer")
+  try:
+    cauchy_schwarz.band_slices(cfg.head_dim // 2, bands)
+  except ValueError as e:
+    raise errors.BadInputError(f"--bands: {e}") from e
   host = jax.devices("cpu")[0]
   with jax.default_device(host):
     restored = measure_lib.load_run(workdir, step, verify=verify)
-    cfg = restored.model_config
-    _check_index("layer", layer, cfg.num_layers, "layers")
-    _check_index("head", head, cfg.num_heads, "query heads per layer")
-    try:
-      cauchy_schwarz.band_slices(cfg.head_dim // 2, bands)
-    except ValueError as e:
-      raise errors.BadInputError(f"--bands: {e}") from e
     tokenizer = measure_lib.run_tokenizer(restored, vocab_path)
     token_ids = measure_lib.encode_prompts(tokenizer, texts, cfg, add_bos=add_bos)
     m = measure_lib.measure(restored.model, token_ids, batch_size=batch_size,

@@ -14,7 +14,7 @@ or a mesh, of :func:`load` (analysis, sampling, evaluation: parameters only, nev
 state, onto one device or a mesh whatever mesh wrote them) and of :func:`save_params` (imports).
 
     restored = rundir.load("/runs/tiny_rope")        # attention_impl="xla": the analyses' view
-    logits = restored.model(tokens)
+    logits = restored.model(tokens).logits
 
 The model is rebuilt from the saved config; ``attention_impl`` is the one explicit choice
 (default ``"xla"``, the materialised attention weights the analyses read; ``None`` keeps the
@@ -37,7 +37,6 @@ from rope_jax import errors
 from rope_jax import sharding as sharding_lib
 from rope_jax.checkpoint import manager as checkpoint_lib
 from rope_jax.config import base as config_lib
-from rope_jax.config import presets
 from rope_jax.model import transformer as model_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -258,7 +257,3 @@ def save_params(workdir: str, params: nnx.State, config: dict[str, Any], *, step
   finally:
     ckpt.close()
   return directory
-
-
-# The readable name of a model's encoding lives beside the presets it inverts.
-describe_positional_encoding = presets.describe
