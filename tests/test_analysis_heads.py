@@ -285,3 +285,27 @@ def test_llama31_analysis_end_to_end(tmp_path):
   bad.write_text(json.dumps([[2, 5000]]))
   with pytest.raises(ValueError, match="id 5000 does not fit model.vocab_size=2048"):
     llama31_analysis.main([f"--workdir={workdir}", f"--token_ids={bad}", f"--out={out}"])
+
+
+def test_llama31_analysis_on_an_imported_tiny_llama(tmp_path):
+  """App. C end to end on the tiny random Llama (GQA, untied, llama3 scaling) of
+  tests/testdata, imported by rope_jax.import_hf (skipped where the importer is not there)."""
+  import_hf = pytest.importorskip("rope_jax.import_hf")
+  src = os.path.join(os.path.dirname(__file__), "testdata", "llama_tiny_gqa")
+  if not os.path.exists(os.path.join(src, "config.json")):
+    pytest.skip("no tiny Llama fixture in tests/testdata")
+  from experiments import llama31_analysis  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "llama"
+  import_hf.import_run(src, str(workdir))
+  vocab = json.load(open(os.path.join(src, "config.json")))["vocab_size"]
+  ids = tmp_path / "ids.json"
+  ids.write_text(json.dumps([[1, *range(3, 3 + n)] for n in (20, 9, 14)]))
+  assert vocab > 3 + 20
+  out = tmp_path / "out"
+  llama31_analysis.main([f"--workdir={workdir}", f"--token_ids={ids}", f"--out={out}",
+                         "--top_heads=2", "--bands=2"])
+  usage = json.loads((out / "frequency_usage.json").read_text())
+  assert np.shape(usage["q"])[1] == 4 and np.shape(usage["k"])[1] == 2  # GQA 4 / 2.
+  table = json.loads(next(out.glob("cauchy_schwarz_L*H*_prompt0.json")).read_text())
+  assert table["softmax_error"] < 1e-5  # The decomposition is the imported model's logit.
+  assert (out / "spread.md").exists() and (out / "fig11_diagonal_heads.png").exists()
