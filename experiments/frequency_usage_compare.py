@@ -27,6 +27,7 @@ and ``report``). Writes into ``--out``:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,8 +44,13 @@ ROW_TITLES = {"q": "queries q", "k": "keys k", "v": "values v (control)"}
 
 
 def run_name(workdir: str) -> str:
-  """The run's directory name (the Table 2 row key for ``runs/table2_cpu/<task>/<row>``)."""
-  return os.path.basename(os.path.normpath(workdir))
+  """The run's directory name (the Table 2 row key for ``runs/table2_cpu/<task>/<row>``); a seed
+  directory ``<row>/s<k>`` (``experiments/table2_cpu.py``) is named ``<row>_s<k>``."""
+  path = os.path.normpath(workdir)
+  base = os.path.basename(path)
+  if re.fullmatch(r"s\d+", base):
+    return f"{os.path.basename(os.path.dirname(path))}_{base}"
+  return base
 
 
 def _unique_names(workdirs: Sequence[str]) -> list[str]:

@@ -309,3 +309,9 @@ def test_llama31_analysis_on_an_imported_tiny_llama(tmp_path):
   table = json.loads(next(out.glob("cauchy_schwarz_L*H*_prompt0.json")).read_text())
   assert table["softmax_error"] < 1e-5  # The decomposition is the imported model's logit.
   assert (out / "spread.md").exists() and (out / "fig11_diagonal_heads.png").exists()
+
+
+def test_compare_names_seed_directories_by_row():
+  from experiments import frequency_usage_compare  # pylint: disable=g-import-not-at-top
+  assert frequency_usage_compare.run_name("/runs/table2/nope/s0/") == "nope_s0"
+  assert frequency_usage_compare.run_name("/runs/rope-500k") == "rope-500k"
