@@ -160,7 +160,8 @@ def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
               for name, _, _, m, info in runs}
   fig = compare_lib.plot_profiles(
       profiles, panels={"q": "queries q", "k": "keys k"},
-      freqs=[measure_lib.chunk_frequencies(runs[0][2].model_config)],
+      freqs=[next((f for f in (measure_lib.chunk_frequencies(r.model_config)
+                               for _, _, r, _, _ in runs) if f is not None and f.any()), None)],
       ylabel="mean chunk 2-norm (over layers, heads, tokens)",
       title=f"Frequency usage profiles by positional encoding\n{len(texts)} prompts")
   paths.append(plots.save_figure(fig, os.path.join(out, "frequency_usage_profiles.png")))
