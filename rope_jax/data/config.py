@@ -13,8 +13,14 @@ from typing import Any
 import ml_collections
 
 PROBE_KINDS = ("copy", "reverse", "recall")
+# Long-context probes (rope_jax.data.long_probes) and their settings: data.long_probe.<kind>_<name>.
+LONG_PROBE_KINDS = ("passkey", "mqar", "flipflop")
+LONG_PROBE_SETTINGS = {"passkey": ("digits", "depth"),
+                       "mqar": ("num_pairs", "num_keys", "num_values", "power_a"),
+                       "flipflop": ("p_ignore",)}
 TFDS_TASKS = ("wiki", "flan_v2")
-TASKS = ("offline", *TFDS_TASKS, *(f"probe_{kind}" for kind in PROBE_KINDS), "mixture")
+TASKS = ("offline", *TFDS_TASKS, *(f"probe_{kind}" for kind in PROBE_KINDS + LONG_PROBE_KINDS),
+         "mixture")
 
 
 def check_task(task: str) -> None:
@@ -42,7 +48,8 @@ def parse_mixture(spec: str) -> tuple[tuple[str, int], ...]:
 def default_config() -> ml_collections.ConfigDict:
   """The offline default job's data: the CPython-docs corpus with its 2048-piece vocabulary."""
   c = ml_collections.ConfigDict()
-  # One of TASKS: "offline", "wiki", "flan_v2", "probe_copy", "probe_reverse", "probe_recall".
+  # One of TASKS: "offline", "wiki", "flan_v2", "probe_copy", "probe_reverse", "probe_recall",
+  # "probe_passkey", "probe_mqar", "probe_flipflop", "mixture".
   c.task = "offline"
   # SentencePiece model, local or gs://. "" = the shipped offline vocabulary
   # (rope_jax/data/assets/offline_sp2048.model) for offline/probe tasks; wiki and flan_v2 need
@@ -73,6 +80,20 @@ def default_config() -> ml_collections.ConfigDict:
   c.probe.num_symbols = 64
   c.probe.num_keys = 1024
   c.probe.num_queries = 4
+  # Long-context probes (rope_jax.data.long_probes; tasks probe_passkey, probe_mqar,
+  # probe_flipflop), train short / test long. passkey: a `digits`-digit number at `depth` (the
+  # fraction of filler before it, in [0, 1]; -1 = uniform per example). mqar (zoology): `num_pairs`
+  # key-value pairs (keys of `num_keys`, values of `num_values`), each queried once at a
+  # power-law gap with exponent `power_a`. flipflop: each instruction is "ignore" with
+  # probability `p_ignore` (0.8 = Liu et al.'s training mix; 0.1 dense, 0.98 sparse tests).
+  c.long_probe = ml_collections.ConfigDict()
+  c.long_probe.passkey_digits = 5
+  c.long_probe.passkey_depth = -1.0
+  c.long_probe.mqar_num_pairs = 8
+  c.long_probe.mqar_num_keys = 64
+  c.long_probe.mqar_num_values = 64
+  c.long_probe.mqar_power_a = 0.01
+  c.long_probe.flipflop_p_ignore = 0.8
   return c
 
 
@@ -95,6 +116,7 @@ def validate(section: Any) -> ml_collections.ConfigDict:
   default = default_config()
   _check_keys(section, default, "config.data")
   _check_keys(section.probe, default.probe, "config.data.probe")
+  _check_keys(section.long_probe, default.long_probe, "config.data.long_probe")
   check_task(section.task)
   if not isinstance(section.mixture, str):
     raise ValueError(f"config.data.mixture must be a string, got {section.mixture!r}.")
@@ -108,11 +130,31 @@ def validate(section: Any) -> ml_collections.ConfigDict:
       raise ValueError(f"config.data.{key} must be a string, got {section[key]!r}.")
   if not isinstance(section.pack, bool):
     raise ValueError(f"config.data.pack must be a bool, got {section.pack!r}.")
+  lp = section.long_probe
   ints = {"validation_percent": (section.validation_percent, 1, 99),
           "shuffle_buffer_size": (section.shuffle_buffer_size, 1, None),
-          **{f"probe.{k}": (section.probe[k], 1, None) for k in default.probe}}
+          **{f"probe.{k}": (section.probe[k], 1, None) for k in default.probe},
+          **{f"long_probe.{k}": (lp[k], 1, None) for k in default.long_probe
+             if isinstance(default.long_probe[k], int)}}
   for key, (value, lo, hi) in ints.items():
     if isinstance(value, bool) or not isinstance(value, int) or value < lo or (
         hi is not None and value > hi):
       raise ValueError(f"config.data.{key} must be an int in [{lo}, {hi or 'inf'}], got {value!r}.")
+  floats = {"passkey_depth": lp.passkey_depth, "mqar_power_a": lp.mqar_power_a,
+            "flipflop_p_ignore": lp.flipflop_p_ignore}
+  for key, value in floats.items():
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ValueError(f"config.data.long_probe.{key} must be a number, got {value!r}.")
+  if not (0.0 <= lp.passkey_depth <= 1.0 or lp.passkey_depth == -1.0):
+    raise ValueError(f"config.data.long_probe.passkey_depth must be in [0, 1] or -1 (uniform "
+                     f"random), got {lp.passkey_depth!r}.")
+  if not 0.0 < lp.mqar_power_a <= 1.0:
+    raise ValueError(f"config.data.long_probe.mqar_power_a must be in (0, 1], got "
+                     f"{lp.mqar_power_a!r}.")
+  if not 0.0 <= lp.flipflop_p_ignore < 1.0:
+    raise ValueError(f"config.data.long_probe.flipflop_p_ignore must be in [0, 1), got "
+                     f"{lp.flipflop_p_ignore!r}.")
+  if lp.mqar_num_pairs > lp.mqar_num_keys:
+    raise ValueError(f"config.data.long_probe.mqar_num_pairs ({lp.mqar_num_pairs}) must be <= "
+                     f"mqar_num_keys ({lp.mqar_num_keys}): the keys are distinct.")
   return section

@@ -11,7 +11,8 @@ Every text task yields documents as one feature, ``targets``: int32 token ids en
   90/10 split. Document text: ``inputs + "\\n\\n" + targets``, loss on every token (the paper
   trains a language model on it from scratch and reports perplexity).
 * ``offline``: ``offline_corpus.py`` (CPython's docs), a fixed 10% of documents for validation.
-* ``probe_*``: ``probes.py``; one example per row, already laid out (not packed).
+* ``probe_*``: ``probes.py`` (copy, reverse, recall) and ``long_probes.py`` (passkey, mqar,
+  flipflop); one example per row, already laid out (not packed).
 
 Tasks are registered in ``seqio.TaskRegistry`` as ``rope_jax.<task>`` (probes as
 ``rope_jax.probe_<kind>.L<seq_len>``) when first built from a data config; building again with a
@@ -30,6 +31,7 @@ import tensorflow as tf
 
 from rope_jax.data import config as config_lib
 from rope_jax.data import flan_v2
+from rope_jax.data import long_probes
 from rope_jax.data import offline_corpus
 from rope_jax.data import packing
 from rope_jax.data import probes
@@ -142,14 +144,26 @@ def get_task(data_config: ml_collections.ConfigDict, *, seq_len: int | None = No
   return _register(f"{PREFIX}{task}.L{seq_len}", **_probe_task_kwargs(data_config, vocab, seq_len))
 
 
+def probe_generator(task: str):
+  """The module that generates a probe task's rows: ``probes`` or ``long_probes``."""
+  kind = task.removeprefix("probe_")
+  return long_probes if kind in long_probes.KINDS else probes
+
+
 def probe_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary) -> dict[str, int]:
-  """The probe settings of ``data_config``, checked against the vocabulary size."""
-  p = data_config.probe
-  kwargs = {"num_symbols": p.num_symbols, "num_keys": p.num_keys, "num_queries": p.num_queries}
-  need = probes.min_vocab_size(p.num_symbols, p.num_keys)
+  """The probe settings of ``data_config`` (for its task), checked against the vocabulary size."""
+  kind = data_config.task.removeprefix("probe_")
+  if kind in long_probes.KINDS:
+    kwargs = long_probes.settings(kind, data_config.long_probe)
+    need = long_probes.min_vocab_size(kind, **kwargs)
+    how = f"long probe {kind!r} with data.long_probe settings {kwargs}"
+  else:
+    p = data_config.probe
+    kwargs = {"num_symbols": p.num_symbols, "num_keys": p.num_keys, "num_queries": p.num_queries}
+    need = probes.min_vocab_size(p.num_symbols, p.num_keys)
+    how = f"{probes.FIRST_SYMBOL_ID} + num_symbols + num_keys"
   if vocab.vocab_size < need:
-    raise ValueError(f"Probe ids need a vocabulary of >= {need} tokens "
-                     f"({probes.FIRST_SYMBOL_ID} + num_symbols + num_keys); "
+    raise ValueError(f"Probe ids need a vocabulary of >= {need} tokens ({how}); "
                      f"{data_config.vocab_path or 'the offline vocabulary'} has "
                      f"{vocab.vocab_size}.")
   return kwargs
@@ -158,6 +172,7 @@ def probe_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary
 def _probe_task_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary,
                        seq_len: int) -> dict[str, Any]:
   kind = data_config.task.removeprefix("probe_")
+  generator = probe_generator(data_config.task)
   kwargs = probe_kwargs(data_config, vocab)
   spec = {k: tf.TensorSpec([seq_len], tf.float32 if k == "weights" else tf.int32)
           for k in packing.BATCH_KEYS}
@@ -168,7 +183,8 @@ def _probe_task_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Voca
     def gen():
       i = 0
       while True:
-        yield probes.make_example(kind, i, seed=seed or 0, split=split, seq_len=seq_len, **kwargs)
+        yield generator.make_example(kind, i, seed=seed or 0, split=split, seq_len=seq_len,
+                                     **kwargs)
         i += 1
     return tf.data.Dataset.from_generator(gen, output_signature=spec)
 
