@@ -1,0 +1,134 @@
+"""What the "beyond the paper" experiment scripts share: scales, training runs, tables.
+
+Each script (``passkey_heatmap``, ``p_sweep``, ``continued_pretraining``) trains a few small
+runs with the library's training loop, in this process, each in its own run directory under
+``--workdir`` (a re-run skips finished runs and resumes interrupted ones), then restores them and
+measures. A :class:`Scale` is a config file plus overrides: ``cpu`` (the default, minutes on a
+laptop) or ``pod`` (the same experiment at a size worth a TPU pod); ``--override KEY=VALUE``
+changes any config key of every run.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+from rope_jax.config import base as config_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """A config file and the overrides (``section.key -> value``) that size an experiment."""
+
+  name: str
+  config_file: str
+  overrides: Mapping[str, Any]
+  num_examples: int  # probe rows per measured cell (Wilson intervals ~ 1/sqrt of it)
+  eval_batches: int  # validation batches of the corpus per perplexity
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+  """``["train.num_steps=50", "data.task=offline"]`` -> ``{"train.num_steps": 50, ...}``."""
+  out = {}
+  for item in items:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+      raise ValueError(f"Override {item!r} is not KEY=VALUE (e.g. train.num_steps=50).")
+    try:
+      value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+      value = text.strip()
+    out[key.strip().removeprefix("config.")] = value
+  return out
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  """Sets ``config.<key>`` (dotted path) to ``value``; an unknown key is a ValueError."""
+  *path, last = key.split(".")
+  section = config
+  for part in path:
+    if part not in section:
+      raise ValueError(f"Unknown config key {key!r} (no section {part!r}).")
+    section = section[part]
+  if last not in section:
+    raise ValueError(f"Unknown config key {key!r}; {'.'.join(path) or 'config'} has "
+                     f"{sorted(section.keys())}.")
+  if isinstance(value, list):
+    value = tuple(value)
+  section[last] = value
+
+
+def load(spec: str, *overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """``load_config(spec)`` with each mapping of overrides applied in order."""
+  config = config_lib.load_config(spec)
+  for mapping in overrides:
+    for key, value in mapping.items():
+      set_value(config, key, value)
+  config_lib.validate(config)
+  return config
+
+
+def finished(workdir: str, num_steps: int) -> bool:
+  """Whether ``workdir`` holds a checkpoint at ``num_steps`` or later."""
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
+  try:
+    steps = rundir.available_steps(workdir)
+  except FileNotFoundError:
+    return False
+  return bool(steps) and steps[-1] >= num_steps
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, label: str) -> float:
+  """Trains ``config`` in ``workdir`` with the library loop (resuming); returns seconds spent."""
+  if finished(workdir, config.train.num_steps):
+    print(f"  {label}: already trained in {workdir}", flush=True)
+    return 0.0
+  os.makedirs(workdir, exist_ok=True)
+  print(f"  {label}: training {config.train.num_steps} steps -> {workdir}", flush=True)
+  start = time.perf_counter()
+  try:
+    from rope_jax.training import loop  # pylint: disable=g-import-not-at-top
+    loop.run(config, workdir)
+  except ImportError:  # TODO(g2): drop once main has rope_jax/training/loop.py.
+    import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+    code = ("import sys, json, ml_collections; from absl import flags; "
+            "flags.FLAGS(['x']); from rope_jax import train; "
+            "c = ml_collections.ConfigDict(json.loads(sys.argv[1])); "
+            "train.quiet_orbax_logs(); train.run(c, sys.argv[2])")
+    subprocess.run([sys.executable, "-c", code, config.to_json(), workdir], check=True)
+  seconds = time.perf_counter() - start
+  print(f"  {label}: trained in {seconds:.0f}s", flush=True)
+  return seconds
+
+
+def write_table(out_dir: str, name: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+                payload: Any) -> str:
+  """Writes ``<out_dir>/<name>.md`` (the table) and ``<name>.json`` (``payload``); returns md."""
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  table = "\n".join(lines) + "\n"
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+    f.write(table)
+  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+    json.dump(payload, f, indent=2)
+  return table
+
+
+def pct(score: Mapping[str, float]) -> str:
+  """``"62.5% [44.0, 77.8]"`` from a ``Score.to_dict()``."""
+  return (f"{100 * score['accuracy']:.1f}% [{100 * score['lo']:.1f}, "
+          f"{100 * score['hi']:.1f}]")
+
+
+def quiet() -> None:
+  """Keeps the scripts' output to their own progress lines (absl / Orbax log errors only)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.ERROR)

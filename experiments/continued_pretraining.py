@@ -1,0 +1,188 @@
+r"""Continued pre-training RoPE -> p-RoPE against p-RoPE from scratch, at the same total steps.
+
+    python -m experiments.continued_pretraining --workdir=runs/cpt          # CPU, minutes
+    python -m experiments.continued_pretraining --workdir=gs://B/cpt --scale=pod --seeds=3
+
+The paper's rebuttal reported, as "preliminary", that a RoPE model continued with p-RoPE keeps
+its quality. Per seed, three runs of the same decoder on the same data mixture (the offline
+corpus with the passkey and flip-flop probes):
+
+* ``rope``: RoPE from scratch for N1 steps;
+* ``cont``: 0.75-RoPE (``--p``) for N2 steps, started from ``rope``'s parameters with a fresh
+  optimizer and schedule in its own workdir (``checkpoint.init_from=<rope workdir>``);
+* ``scratch``: 0.75-RoPE from scratch for N1 + N2 steps (the same total tokens as rope + cont).
+
+Every run is measured as in ``p_sweep`` (corpus perplexity at L and 4L, passkey and sparse
+flip-flop exact match at L and 4L). ``cont - scratch`` is reported with a 95% interval: paired
+by seed (Student's t) for perplexity, Newcombe's for the pooled exact match; a difference is
+called only when its interval excludes zero. Writes ``continued_pretraining.md`` / ``.json`` and
+``continued_pretraining.png`` (training loss against total steps; the final measurements).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before anything imports TensorFlow.
+import json  # pylint: disable=g-import-not-at-top,wrong-import-position
+import time
+
+from absl import app
+from absl import flags
+
+from experiments import beyond_common as common
+from experiments import p_sweep
+
+SCALES = {
+    "cpu": common.Scale("cpu", p_sweep.SCALES["cpu"].config_file,
+                        {**p_sweep.SCALES["cpu"].overrides, "train.num_steps": 80},
+                        num_examples=64, eval_batches=4),
+    "pod": common.Scale("pod", p_sweep.SCALES["pod"].config_file,
+                        {**p_sweep.SCALES["pod"].overrides, "train.num_steps": 5000},
+                        num_examples=500, eval_batches=32),
+}
+RUNS = ("rope", "cont", "scratch")
+LABELS = {"rope": "RoPE (N1 steps)", "cont": "RoPE → p-RoPE (N1 + N2)",
+          "scratch": "p-RoPE from scratch (N1 + N2)"}
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/continued_pretraining", "Root of the runs.")
+_SCALE = flags.DEFINE_enum("scale", "cpu", list(SCALES), "Experiment size.")
+_P = flags.DEFINE_float("p", 0.75, "The fraction of the continued and the scratch p-RoPE runs.")
+_STEPS = flags.DEFINE_integer("steps", None, "N1 = N2 (default: the scale's train.num_steps).")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds (each a rope / cont / scratch triple).")
+_OVERRIDES = flags.DEFINE_multi_string("override", [], "KEY=VALUE for every run.")
+
+
+def configs(scale: common.Scale, p: float, seed: int, steps: int, root: str,
+            overrides: dict) -> dict[str, tuple[object, str]]:
+  """``{run: (config, workdir)}`` of one seed's triple."""
+  workdirs = {r: os.path.join(root, r, f"seed{seed}") for r in RUNS}
+  base = {**scale.overrides, "train.seed": seed}
+  specs = {
+      "rope": ("pe=rope", {"train.num_steps": steps}),
+      "cont": (f"pe=p_rope,p={p}", {"train.num_steps": steps,
+                                    "checkpoint.init_from": workdirs["rope"]}),
+      "scratch": (f"pe=p_rope,p={p}", {"train.num_steps": 2 * steps}),
+  }
+  return {r: (common.load(f"{scale.config_file}:{arg}", base, extra, overrides), workdirs[r])
+          for r, (arg, extra) in specs.items()}
+
+
+def train_losses(workdir: str) -> tuple[list[int], list[float]]:
+  steps, losses = [], []
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      if rec.get("split") == "train" and "loss" in rec:
+        steps.append(int(rec["step"]))
+        losses.append(float(rec["loss"]))
+  return steps, losses
+
+
+def compare(cont: list[dict], scratch: list[dict]) -> dict[str, dict]:
+  """``cont - scratch`` per measurement with its 95% interval."""
+  from rope_jax.data import scoring  # pylint: disable=g-import-not-at-top
+  out = {}
+  for key in cont[0]:
+    if key == "step":
+      continue
+    if key.startswith("ppl"):
+      diffs = [c[key]["value"] - s[key]["value"] for c, s in zip(cont, scratch)]
+      mean, lo, hi = scoring.t_interval(diffs)
+    else:
+      k1, n1 = sum(c[key]["correct"] for c in cont), sum(c[key]["total"] for c in cont)
+      k2, n2 = sum(s[key]["correct"] for s in scratch), sum(s[key]["total"] for s in scratch)
+      mean = k1 / n1 - k2 / n2
+      lo, hi = scoring.newcombe_interval(k1, n1, k2, n2)
+    called = len(cont) > 1 or not key.startswith("ppl")
+    out[key] = {"diff": mean, "lo": lo, "hi": hi,
+                "differs": bool(called and (lo > 0 or hi < 0))}
+  return out
+
+
+def plot(curves: dict[str, list], summary: dict[str, dict], steps: int, path: str,
+         title: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
+  colours = {"rope": "tab:blue", "cont": "tab:green", "scratch": "tab:orange"}
+  for run, seeds in curves.items():
+    for i, (x, y) in enumerate(seeds):
+      offset = steps if run == "cont" else 0
+      ax.plot([s + offset for s in x], y, color=colours[run], alpha=0.8,
+              label=LABELS[run] if i == 0 else None)
+  ax.axvline(steps, color="gray", lw=0.8, ls="--")
+  ax.set_xlabel("total training steps")
+  ax.set_ylabel("training loss (mixture)")
+  ax.legend(fontsize=7)
+  keys = [k for k in summary["rope"] if k != "step"]
+  width = 0.27
+  for i, run in enumerate(RUNS):
+    vals, errs = [], [[], []]
+    for key in keys:
+      cell = summary[run][key]
+      field = "mean" if key.startswith("ppl") else "accuracy"
+      vals.append(cell[field])
+      errs[0].append(cell[field] - cell["lo"])
+      errs[1].append(cell["hi"] - cell[field])
+    bx.bar([j + (i - 1) * width for j in range(len(keys))], vals, width, yerr=errs, capsize=2,
+           color=colours[run], label=LABELS[run])
+  bx.set_xticks(range(len(keys)), keys, rotation=30, fontsize=7)
+  bx.set_yscale("log")
+  bx.set_title("final measurements (ppl: lower is better; probes: exact match)", fontsize=8)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=130, bbox_inches="tight")
+  plt.close(fig)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  common.quiet()
+  scale = SCALES[_SCALE.value]
+  overrides = common.parse_overrides(_OVERRIDES.value)
+  steps = _STEPS.value or scale.overrides["train.num_steps"]
+  root = _WORKDIR.value
+  t0 = time.perf_counter()
+  raw = {r: [] for r in RUNS}
+  curves = {r: [] for r in RUNS}
+  seq_len = None
+  for seed in range(_SEEDS.value):
+    for run, (config, workdir) in configs(scale, _P.value, seed, steps, root, overrides).items():
+      common.train(config, workdir, f"{run} seed {seed}")
+      raw[run].append(p_sweep.measure(workdir, scale))
+      curves[run].append(train_losses(workdir))
+      seq_len = config.train.seq_len
+  summary = {r: p_sweep.summarize(raw[r]) for r in RUNS}
+  diff = compare(raw["cont"], raw["scratch"])
+  title = (f"Continued pre-training RoPE → {_P.value:g}-RoPE vs from scratch: {scale.name} "
+           f"scale, N1 = N2 = {steps} steps, L={seq_len}, {_SEEDS.value} seed(s)")
+  os.makedirs(root, exist_ok=True)
+  plot(curves, summary, steps, os.path.join(root, "continued_pretraining.png"), title)
+  keys = [k for k in summary["rope"] if k != "step"]
+  header = ["run"] + keys
+  rows = []
+  for run in RUNS:
+    cells = []
+    for key in keys:
+      c = summary[run][key]
+      cells.append(f"{c['mean']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]" if key.startswith("ppl")
+                   else common.pct(c))
+    rows.append([LABELS[run]] + cells)
+  rows.append(["cont − scratch"] + [
+      f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" + (" *" if d["differs"] else "")
+      for d in (diff[k] for k in keys)])
+  payload = {"scale": scale.name, "p": _P.value, "steps_each": steps, "seeds": _SEEDS.value,
+             "seq_len": seq_len, "summary": summary, "cont_minus_scratch": diff, "per_seed": raw}
+  table = common.write_table(root, "continued_pretraining", header, rows, payload)
+  print(f"\n{title}. ppl_Nx: corpus perplexity at N x L (mean [t 95%] over seeds); probes: "
+        f"exact match [Wilson 95%]; last row: cont − scratch [95%], * = interval excludes 0 "
+        f"(perplexity needs >= 2 seeds).\n\n{table}")
+  print(f"Figure: {os.path.join(root, 'continued_pretraining.png')}; "
+        f"total {time.perf_counter() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+  app.run(main)
