@@ -128,7 +128,27 @@ def pct(score: Mapping[str, float]) -> str:
           f"{100 * score['hi']:.1f}]")
 
 
-def quiet() -> None:
-  """Keeps the scripts' output to their own progress lines (absl / Orbax log errors only)."""
+def begin(argv: Sequence[str], scales: Mapping[str, Scale], scale: str,
+          overrides: Sequence[str]) -> tuple[Scale, dict[str, Any]]:
+  """A script's start: no stray arguments, quiet logs; ``(scale, parsed overrides)``."""
+  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.ERROR)
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
+  logging.set_verbosity(logging.ERROR)  # The scripts print their own progress lines.
+  return scales[scale], parse_overrides(overrides)
+
+
+def pyplot() -> Any:
+  """``matplotlib.pyplot`` on the file-only Agg backend."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def save_figure(fig: Any, path: str, title: str) -> None:
+  """Titles, writes (PNG at 130 dpi) and closes a figure."""
+  fig.suptitle(title, fontsize=10)
+  fig.savefig(path, dpi=130, bbox_inches="tight")
+  pyplot().close(fig)

@@ -102,9 +102,7 @@ def compare(cont: list[dict], scratch: list[dict]) -> dict[str, dict]:
 
 def plot(curves: dict[str, list], summary: dict[str, dict], steps: int, path: str,
          title: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = common.pyplot()
   fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
   colours = {"rope": "tab:blue", "cont": "tab:green", "scratch": "tab:orange"}
   for run, seeds in curves.items():
@@ -131,18 +129,12 @@ def plot(curves: dict[str, list], summary: dict[str, dict], steps: int, path: st
   bx.set_xticks(range(len(keys)), keys, rotation=30, fontsize=7)
   bx.set_yscale("log")
   bx.set_title("final measurements (ppl: lower is better; probes: exact match)", fontsize=8)
-  fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=130, bbox_inches="tight")
-  plt.close(fig)
+  common.save_figure(fig, path, title)
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  common.quiet()
-  scale = SCALES[_SCALE.value]
-  overrides = common.parse_overrides(_OVERRIDES.value)
+  scale, overrides = common.begin(argv, SCALES, _SCALE.value, _OVERRIDES.value)
   steps = _STEPS.value or scale.overrides["train.num_steps"]
   root = _WORKDIR.value
   t0 = time.perf_counter()

@@ -101,9 +101,7 @@ def summarize(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
 
 
 def plot(summary: dict[float, dict], path: str, title: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = common.pyplot()
   ps = sorted(summary)
   panels = [("ppl", "corpus perplexity", "mean"), *[(n, f"{n} exact match", "accuracy")
                                                      for n in PROBES]]
@@ -122,18 +120,12 @@ def plot(summary: dict[float, dict], path: str, title: str) -> None:
     else:
       ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7)
-  fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=130, bbox_inches="tight")
-  plt.close(fig)
+  common.save_figure(fig, path, title)
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  common.quiet()
-  scale = SCALES[_SCALE.value]
-  overrides = common.parse_overrides(_OVERRIDES.value)
+  scale, overrides = common.begin(argv, SCALES, _SCALE.value, _OVERRIDES.value)
   ps = [float(p) for p in _P.value]
   bad = [p for p in ps if not 0 <= p <= 1]
   if bad:

@@ -70,9 +70,7 @@ _OVERRIDES = flags.DEFINE_multi_string("override", [], "KEY=VALUE for every run,
 def heatmap(results: dict[str, list[dict]], lengths: list[int], depths: list[float],
             path: str, title: str) -> None:
   """One panel per encoding: rows depth (top = 0), columns length, colour = exact match."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = common.pyplot()
   names = list(results)
   fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1.2, 3.4), squeeze=False)
   image = None
@@ -89,9 +87,7 @@ def heatmap(results: dict[str, list[dict]], lengths: list[int], depths: list[flo
     ax.set_title(LABELS.get(name, name))
   axes[0][0].set_ylabel("needle depth")
   fig.colorbar(image, ax=axes[0].tolist(), label="exact match")
-  fig.suptitle(title, fontsize=10)
-  fig.savefig(path, dpi=130, bbox_inches="tight")
-  plt.close(fig)
+  common.save_figure(fig, path, title)
 
 
 def pooled(cells: list[dict], seq_len: int) -> dict[str, float]:
@@ -104,16 +100,12 @@ def pooled(cells: list[dict], seq_len: int) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  common.quiet()
+  scale, overrides = common.begin(argv, SCALES, _SCALE.value, _OVERRIDES.value)
   from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
   from rope_jax.training import probe_eval  # pylint: disable=g-import-not-at-top
   bad = [e for e in _ENCODINGS.value if e not in ENCODINGS]
   if bad:
     raise app.UsageError(f"Unknown encoding(s) {bad}; known: {list(ENCODINGS)}.")
-  scale = SCALES[_SCALE.value]
-  overrides = common.parse_overrides(_OVERRIDES.value)
   depths = [float(d) for d in _DEPTHS.value]
   num_examples = _NUM_EXAMPLES.value or scale.num_examples
   root = _WORKDIR.value
@@ -161,7 +153,8 @@ def main(argv: list[str]) -> None:
   table = common.write_table(root, "passkey", header, rows, payload)
   print(f"\n{title}. Whole-answer exact match pooled over depths {depths}, with Wilson 95% "
         f"intervals:\n\n{table}")
-  print(f"Heatmap: {os.path.join(root, 'passkey_heatmap.png')}; total {time.perf_counter() - t0:.0f}s")
+  print(f"Heatmap: {os.path.join(root, 'passkey_heatmap.png')}; "
+        f"total {time.perf_counter() - t0:.0f}s")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ _LAZY = {
     "make_iterator": "pipeline", "DataIterator": "pipeline",
     "get_vocabulary": "tasks", "get_task": "tasks",
 }
-_SUBMODULES = ("config", "flan_v2", "long_probes", "offline_corpus", "packing", "pipeline", "probes",
-               "scoring", "tasks", "vocabularies")
+_SUBMODULES = ("config", "flan_v2", "long_probes", "offline_corpus", "packing", "pipeline",
+               "probes", "scoring", "tasks", "vocabularies")
 
 __all__ = ["BATCH_KEYS", "BOS_ID", "DataIterator", "EOS_ID", "PAD_ID", "TASKS", "check_task",
            "default_config", "get_task", "get_vocabulary", "make_iterator", "probes", "validate"]
