@@ -175,6 +175,9 @@ def run(config: Any, workdir: str) -> dict[str, float]:
                    ckpt.directory, data_state)
   if state is None:
     state = setup.init()
+    if ckpt_cfg.init_from:  # Continued pre-training: another run's params, fresh optimizer.
+      from rope_jax.training import warm_start  # pylint: disable=g-import-not-at-top
+      state = warm_start.warm_start(state, setup.abstract_state["params"], ckpt_cfg.init_from)
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_main,
                                      resume_step=start_step if start_step else None)
   if start_step == 0:

@@ -139,6 +139,8 @@ def base_config() -> ml_collections.ConfigDict:
       save_every_steps=1000,
       max_to_keep=3,
       async_save=True,
+      # "<workdir>[:step]": a fresh run starts from that run's params (training/warm_start.py).
+      init_from="",
   ))
   # Device mesh (rope_jax.sharding): ICI sizes per axis (one may be -1 = the rest), DCN sizes
   # (slices) per axis, and the logical-axis rules that map parameter / activation names onto it.

@@ -192,12 +192,16 @@ class CheckpointConfig:
     save_every_steps: save every N steps (and always at the end and on SIGTERM).
     max_to_keep: keep the last K checkpoints.
     async_save: write in a background thread while training continues.
+    init_from: "" or "<workdir>[:step]": a run with no checkpoint of its own starts from that
+      run's parameters (fresh optimizer state and step; ``rope_jax.training.warm_start``), e.g.
+      continued pre-training with another positional encoding.
   """
 
   enabled: bool = True
   save_every_steps: int = 1000
   max_to_keep: int = 3
   async_save: bool = True
+  init_from: str = ""
 
   def __post_init__(self):
     if self.save_every_steps <= 0:

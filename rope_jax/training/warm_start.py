@@ -57,11 +57,14 @@ def load_params(spec: str, abstract_params: Any) -> tuple[int, Any]:
       (``Setup.abstract_state["params"]``).
 
   Raises:
-    FileNotFoundError: no such workdir, checkpoint directory or step.
-    ValueError: a bad spec, or a source whose parameters differ in shape.
+    ValueError: a bad spec, no such workdir / checkpoint / step, or a source whose parameters
+      differ in shape.
   """
   workdir, step = parse_spec(spec)
-  _, model_cfg, _ = rundir.read_config(workdir, step)
+  try:
+    _, model_cfg, _ = rundir.read_config(workdir, step)
+  except FileNotFoundError as e:
+    raise ValueError(f"checkpoint.init_from={spec!r}: {e}") from e
   where = f"{workdir}" + (f" step {step}" if step is not None else "")
   check_compatible(rundir.abstract_params(model_cfg)[1], abstract_params, where)
   ckpt = checkpoint_lib.Checkpointer.for_reading(rundir.checkpoint_dir(workdir))
