@@ -34,6 +34,34 @@ class Scale:
   eval_batches: int  # validation batches of the corpus per perplexity
 
 
+# A 2-layer, 64-wide decoder: an induction-style lookup is within reach in ~100 steps on a CPU.
+MICRO_MODEL = {"model.num_layers": 2, "model.embed_dim": 64, "model.num_heads": 4,
+               "model.num_kv_heads": 1, "model.head_dim": 16, "model.mlp_dim": 256}
+# The corpus + long-probe mixture of the p sweep and the continued pre-training comparison.
+MIXTURE_SCALES = {
+    "cpu": Scale(
+        "cpu", "configs/tiny.py",
+        {**MICRO_MODEL, "data.task": "mixture",
+         "data.mixture": "offline:8,probe_passkey:4,probe_flipflop:4",
+         "data.long_probe.passkey_digits": 3, "train.seq_len": 32,
+         "train.global_batch_size": 16, "train.num_steps": 100, "train.learning_rate": 1e-2,
+         "train.warmup_steps": 10, "train.log_every_steps": 50, "eval.num_batches": 0,
+         "checkpoint.save_every_steps": 1000},
+        num_examples=64, eval_batches=4),
+    "pod": Scale(
+        "pod", "configs/small_100m.py",
+        {"data.task": "mixture", "data.mixture": "offline:16,probe_passkey:8,probe_flipflop:8",
+         "train.seq_len": 1024, "train.global_batch_size": 32, "train.num_steps": 10_000,
+         "eval.num_batches": 0},
+        num_examples=500, eval_batches=32),
+}
+# Probes measured on the mixture runs: name -> (task, data.long_probe settings at evaluation).
+PROBES = {
+    "passkey": ("probe_passkey", {"passkey_depth": -1.0}),
+    "flipflop_sparse": ("probe_flipflop", {"flipflop_p_ignore": 0.98}),
+}
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
   """``["train.num_steps=50", "data.task=offline"]`` -> ``{"train.num_steps": 50, ...}``."""
   out = {}
@@ -106,6 +134,43 @@ def train(config: ml_collections.ConfigDict, workdir: str, label: str) -> float:
   seconds = time.perf_counter() - start
   print(f"  {label}: trained in {seconds:.0f}s", flush=True)
   return seconds
+
+
+def measure(workdir: str, scale: Scale) -> dict[str, dict]:
+  """Perplexity at L and 4L and the probes' exact match at L and 4L of one run."""
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import evaluate  # pylint: disable=g-import-not-at-top
+  from rope_jax.training import probe_eval  # pylint: disable=g-import-not-at-top
+  model, config, step = rundir.load_model(workdir)
+  seq_len, batch = config.train.seq_len, config.train.global_batch_size
+  out: dict[str, dict] = {"step": {"value": step}}
+  for mult in (1, 4):
+    r = evaluate.evaluate(model, config.data, task="offline", seq_len=seq_len * mult,
+                          batch_size=batch, num_batches=scale.eval_batches)
+    out[f"ppl_{mult}x"] = {"value": r["perplexity"]}
+    for name, (task, settings) in PROBES.items():
+      s = probe_eval.score(model, config.data, task=task, seq_len=seq_len * mult,
+                           num_examples=scale.num_examples, settings=settings)
+      out[f"{name}_{mult}x"] = s.to_dict()
+  return out
+
+
+def summarize(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
+  """Seeds combined: perplexity mean with t interval, probe counts pooled with Wilson."""
+  from rope_jax.data import scoring  # pylint: disable=g-import-not-at-top
+  out = {}
+  for key in per_seed[0]:
+    if key == "step":
+      continue
+    if key.startswith("ppl"):
+      mean, lo, hi = scoring.t_interval([r[key]["value"] for r in per_seed])
+      out[key] = {"mean": mean, "lo": lo, "hi": hi}
+    else:
+      k = sum(r[key]["correct"] for r in per_seed)
+      n = sum(r[key]["total"] for r in per_seed)
+      lo, hi = scoring.wilson_interval(k, n)
+      out[key] = {"correct": k, "total": n, "accuracy": k / n, "lo": lo, "hi": hi}
+  return out
 
 
 def write_table(out_dir: str, name: str, header: Sequence[str], rows: Sequence[Sequence[str]],

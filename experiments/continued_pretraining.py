@@ -12,8 +12,8 @@ corpus with the passkey and flip-flop probes):
   optimizer and schedule in its own workdir (``checkpoint.init_from=<rope workdir>``);
 * ``scratch``: 0.75-RoPE from scratch for N1 + N2 steps (the same total tokens as rope + cont).
 
-Every run is measured as in ``p_sweep`` (corpus perplexity at L and 4L, passkey and sparse
-flip-flop exact match at L and 4L). ``cont - scratch`` is reported with a 95% interval: paired
+Every run is measured as in ``p_sweep`` (``beyond_common.measure``: corpus perplexity at L and
+4L, passkey and sparse flip-flop exact match at L and 4L). ``cont - scratch`` is reported with a 95% interval: paired
 by seed (Student's t) for perplexity, Newcombe's for the pooled exact match; a difference is
 called only when its interval excludes zero. Writes ``continued_pretraining.md`` / ``.json`` and
 ``continued_pretraining.png`` (training loss against total steps; the final measurements).
@@ -24,23 +24,18 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before anything imports TensorFlow.
-import json  # pylint: disable=g-import-not-at-top,wrong-import-position
+import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-position
+import json
 import time
 
 from absl import app
 from absl import flags
 
 from experiments import beyond_common as common
-from experiments import p_sweep
 
-SCALES = {
-    "cpu": common.Scale("cpu", p_sweep.SCALES["cpu"].config_file,
-                        {**p_sweep.SCALES["cpu"].overrides, "train.num_steps": 80},
-                        num_examples=64, eval_batches=4),
-    "pod": common.Scale("pod", p_sweep.SCALES["pod"].config_file,
-                        {**p_sweep.SCALES["pod"].overrides, "train.num_steps": 5000},
-                        num_examples=500, eval_batches=32),
-}
+# N1 = N2 = the scale's train.num_steps (the scratch run trains twice as long).
+SCALES = {name: dataclasses.replace(s, overrides={**s.overrides, "train.num_steps": steps})
+          for (name, s), steps in zip(common.MIXTURE_SCALES.items(), (80, 5000))}
 RUNS = ("rope", "cont", "scratch")
 LABELS = {"rope": "RoPE (N1 steps)", "cont": "RoPE → p-RoPE (N1 + N2)",
           "scratch": "p-RoPE from scratch (N1 + N2)"}
@@ -144,10 +139,10 @@ def main(argv: list[str]) -> None:
   for seed in range(_SEEDS.value):
     for run, (config, workdir) in configs(scale, _P.value, seed, steps, root, overrides).items():
       common.train(config, workdir, f"{run} seed {seed}")
-      raw[run].append(p_sweep.measure(workdir, scale))
+      raw[run].append(common.measure(workdir, scale))
       curves[run].append(train_losses(workdir))
       seq_len = config.train.seq_len
-  summary = {r: p_sweep.summarize(raw[r]) for r in RUNS}
+  summary = {r: common.summarize(raw[r]) for r in RUNS}
   diff = compare(raw["cont"], raw["scratch"])
   title = (f"Continued pre-training RoPE → {_P.value:g}-RoPE vs from scratch: {scale.name} "
            f"scale, N1 = N2 = {steps} steps, L={seq_len}, {_SEEDS.value} seed(s)")

@@ -27,30 +27,9 @@ from absl import flags
 import numpy as np
 
 from experiments import beyond_common as common
-from experiments import passkey_heatmap
 
 P_VALUES = tuple(i / 8 for i in range(9))
-PROBES = {  # name -> (task, data.long_probe settings at evaluation)
-    "passkey": ("probe_passkey", {"passkey_depth": -1.0}),
-    "flipflop_sparse": ("probe_flipflop", {"flipflop_p_ignore": 0.98}),
-}
-SCALES = {
-    "cpu": common.Scale(
-        "cpu", "configs/tiny.py",
-        {**passkey_heatmap.MICRO_MODEL, "data.task": "mixture",
-         "data.mixture": "offline:8,probe_passkey:4,probe_flipflop:4",
-         "data.long_probe.passkey_digits": 3, "train.seq_len": 64,
-         "train.global_batch_size": 16, "train.num_steps": 100, "train.learning_rate": 5e-3,
-         "train.warmup_steps": 10, "train.log_every_steps": 50, "eval.num_batches": 0,
-         "checkpoint.save_every_steps": 1000},
-        num_examples=64, eval_batches=4),
-    "pod": common.Scale(
-        "pod", "configs/small_100m.py",
-        {"data.task": "mixture", "data.mixture": "offline:16,probe_passkey:8,probe_flipflop:8",
-         "train.seq_len": 1024, "train.global_batch_size": 32, "train.num_steps": 10_000,
-         "eval.num_batches": 0},
-        num_examples=500, eval_batches=32),
-}
+SCALES = common.MIXTURE_SCALES
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/p_sweep", "Root of the runs and the outputs.")
 _SCALE = flags.DEFINE_enum("scale", "cpu", list(SCALES), "Experiment size.")
@@ -63,48 +42,11 @@ def run_name(p: float) -> str:
   return f"p{p:.3f}".replace(".", "")
 
 
-def measure(workdir: str, scale: common.Scale) -> dict[str, dict]:
-  """Perplexity at L and 4L and the probes' exact match at L and 4L of one run."""
-  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
-  from rope_jax.training import evaluate  # pylint: disable=g-import-not-at-top
-  from rope_jax.training import probe_eval  # pylint: disable=g-import-not-at-top
-  model, config, step = rundir.load_model(workdir)
-  seq_len, batch = config.train.seq_len, config.train.global_batch_size
-  out: dict[str, dict] = {"step": {"value": step}}
-  for mult in (1, 4):
-    r = evaluate.evaluate(model, config.data, task="offline", seq_len=seq_len * mult,
-                          batch_size=batch, num_batches=scale.eval_batches)
-    out[f"ppl_{mult}x"] = {"value": r["perplexity"]}
-    for name, (task, settings) in PROBES.items():
-      s = probe_eval.score(model, config.data, task=task, seq_len=seq_len * mult,
-                           num_examples=scale.num_examples, settings=settings)
-      out[f"{name}_{mult}x"] = s.to_dict()
-  return out
-
-
-def summarize(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
-  """Seeds combined: perplexity mean with t interval, probe counts pooled with Wilson."""
-  from rope_jax.data import scoring  # pylint: disable=g-import-not-at-top
-  out = {}
-  for key in per_seed[0]:
-    if key == "step":
-      continue
-    if key.startswith("ppl"):
-      mean, lo, hi = scoring.t_interval([r[key]["value"] for r in per_seed])
-      out[key] = {"mean": mean, "lo": lo, "hi": hi}
-    else:
-      k = sum(r[key]["correct"] for r in per_seed)
-      n = sum(r[key]["total"] for r in per_seed)
-      lo, hi = scoring.wilson_interval(k, n)
-      out[key] = {"correct": k, "total": n, "accuracy": k / n, "lo": lo, "hi": hi}
-  return out
-
-
 def plot(summary: dict[float, dict], path: str, title: str) -> None:
   plt = common.pyplot()
   ps = sorted(summary)
   panels = [("ppl", "corpus perplexity", "mean"), *[(n, f"{n} exact match", "accuracy")
-                                                     for n in PROBES]]
+                                                     for n in common.PROBES]]
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
   for ax, (key, label, field) in zip(axes, panels):
     for mult, marker in ((1, "o"), (4, "s")):
@@ -141,23 +83,23 @@ def main(argv: list[str]) -> None:
                            {"train.seed": seed}, overrides)
       workdir = os.path.join(root, run_name(p), f"seed{seed}")
       common.train(config, workdir, f"p={p:g} seed {seed}")
-      raw[p].append(measure(workdir, scale))
-  summary = {p: summarize(raw[p]) for p in ps}
+      raw[p].append(common.measure(workdir, scale))
+  summary = {p: common.summarize(raw[p]) for p in ps}
   seq_len = config.train.seq_len
   title = (f"p-RoPE sweep: {scale.name} scale, L={seq_len}, {config.train.num_steps} steps, "
            f"{_SEEDS.value} seed(s)")
   os.makedirs(root, exist_ok=True)
   plot(summary, os.path.join(root, "p_sweep.png"), title)
   header = ["p", f"ppl L={seq_len}", f"ppl {4 * seq_len}"] + [
-      f"{n} {m}" for n in PROBES for m in (f"L={seq_len}", str(4 * seq_len))]
+      f"{n} {m}" for n in common.PROBES for m in (f"L={seq_len}", str(4 * seq_len))]
   rows = []
   for p in ps:
     s = summary[p]
     ppl = [f"{s[f'ppl_{m}x']['mean']:.2f} [{s[f'ppl_{m}x']['lo']:.2f}, "
            f"{s[f'ppl_{m}x']['hi']:.2f}]" for m in (1, 4)]
-    rows.append([f"{p:g}"] + ppl + [common.pct(s[f"{n}_{m}x"]) for n in PROBES for m in (1, 4)])
+    rows.append([f"{p:g}"] + ppl + [common.pct(s[f"{n}_{m}x"]) for n in common.PROBES for m in (1, 4)])
   payload = {"scale": scale.name, "seq_len": seq_len, "seeds": _SEEDS.value,
-             "num_steps": config.train.num_steps, "probes": {k: v[1] for k, v in PROBES.items()},
+             "num_steps": config.train.num_steps, "probes": {k: v[1] for k, v in common.PROBES.items()},
              "summary": {f"{p:g}": summary[p] for p in ps},
              "per_seed": {f"{p:g}": raw[p] for p in ps}}
   table = common.write_table(root, "p_sweep", header, rows, payload)

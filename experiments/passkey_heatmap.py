@@ -36,18 +36,15 @@ ENCODINGS = {
     "p075-rope": "pe=p_rope,p=0.75",
 }
 LABELS = {"nope": "NoPE", "rope": "RoPE", "p075-rope": "0.75-RoPE", "alibi": "ALiBi"}
-# A 2-layer, 64-wide decoder: the smallest that learns an induction-style lookup in ~150 steps.
-MICRO_MODEL = {"model.num_layers": 2, "model.embed_dim": 64, "model.num_heads": 4,
-               "model.num_kv_heads": 1, "model.head_dim": 16, "model.mlp_dim": 256}
 SCALES = {
     "cpu": common.Scale(
         "cpu", "configs/tiny.py",
-        {**MICRO_MODEL, "model.vocab_size": 256, "data.task": "probe_passkey",
-         "data.long_probe.passkey_digits": 3, "train.seq_len": 64, "train.global_batch_size": 32,
-         "train.num_steps": 150, "train.learning_rate": 5e-3, "train.warmup_steps": 15,
-         "train.log_every_steps": 50, "eval.num_batches": 0,
+        {**common.MICRO_MODEL, "model.vocab_size": 256, "data.task": "probe_passkey",
+         "data.long_probe.passkey_digits": 3, "train.seq_len": 32, "train.global_batch_size": 32,
+         "train.num_steps": 120, "train.learning_rate": 1e-2, "train.warmup_steps": 12,
+         "train.log_every_steps": 40, "eval.num_batches": 0,
          "checkpoint.save_every_steps": 1000},
-        num_examples=32, eval_batches=0),
+        num_examples=24, eval_batches=0),
     "pod": common.Scale(
         "pod", "configs/small_100m.py",
         {"data.task": "probe_passkey", "train.seq_len": 2048, "train.global_batch_size": 64,
