@@ -13,9 +13,9 @@ corpus with the passkey and flip-flop probes):
 * ``scratch``: 0.75-RoPE from scratch for N1 + N2 steps (the same total tokens as rope + cont).
 
 Every run is measured as in ``p_sweep`` (``beyond_common.measure``: corpus perplexity at L and
-4L, passkey and sparse flip-flop exact match at L and 4L). ``cont - scratch`` is reported with a 95% interval: paired
-by seed (Student's t) for perplexity, Newcombe's for the pooled exact match; a difference is
-called only when its interval excludes zero. Writes ``continued_pretraining.md`` / ``.json`` and
+4L, passkey and sparse flip-flop exact match at L and 4L). ``cont - scratch`` is reported with a
+95% interval: paired by seed (Student's t) for perplexity, Newcombe's for the pooled exact match;
+a difference is called only when its interval excludes zero. Writes ``continued_pretraining.md`` / ``.json`` and
 ``continued_pretraining.png`` (training loss against total steps; the final measurements).
 """
 

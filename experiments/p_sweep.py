@@ -97,9 +97,11 @@ def main(argv: list[str]) -> None:
     s = summary[p]
     ppl = [f"{s[f'ppl_{m}x']['mean']:.2f} [{s[f'ppl_{m}x']['lo']:.2f}, "
            f"{s[f'ppl_{m}x']['hi']:.2f}]" for m in (1, 4)]
-    rows.append([f"{p:g}"] + ppl + [common.pct(s[f"{n}_{m}x"]) for n in common.PROBES for m in (1, 4)])
+    rows.append([f"{p:g}"] + ppl + [common.pct(s[f"{n}_{m}x"]) for n in common.PROBES
+                                    for m in (1, 4)])
   payload = {"scale": scale.name, "seq_len": seq_len, "seeds": _SEEDS.value,
-             "num_steps": config.train.num_steps, "probes": {k: v[1] for k, v in common.PROBES.items()},
+             "num_steps": config.train.num_steps,
+             "probes": {k: v[1] for k, v in common.PROBES.items()},
              "summary": {f"{p:g}": summary[p] for p in ps},
              "per_seed": {f"{p:g}": raw[p] for p in ps}}
   table = common.write_table(root, "p_sweep", header, rows, payload)
