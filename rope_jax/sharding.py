@@ -21,7 +21,6 @@ outside of training (analysis, tests).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import threading
 from typing import Any, Iterator, Sequence
@@ -30,102 +29,9 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp", "tensor")
-
-# MaxText-style defaults: batch over data+fsdp, weights' "embed" dim over fsdp, heads / MLP /
-# vocabulary over tensor. Activation names are used by rope_jax.model.transformer via constrain().
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("activation_batch", ("data", "fsdp")),
-    ("activation_length", None),
-    ("activation_embed", None),
-    ("activation_heads", "tensor"),
-    ("activation_kv_heads", "tensor"),
-    ("activation_mlp", "tensor"),
-    ("activation_vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("vocab", "tensor"),
-    ("mlp", "tensor"),
-    ("q_heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("norm", None),
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshConfig:
-  """The ``mesh`` config section.
-
-  Attributes:
-    data, fsdp, tensor: ICI parallelism per axis (devices within one slice); exactly one may be
-      -1, meaning "all remaining devices".
-    dcn_data, dcn_fsdp, dcn_tensor: DCN parallelism per axis (number of slices along it; all 1
-      on one slice). The product is the number of slices.
-    logical_axis_rules: ``((logical_name, mesh_axis | (mesh_axes...) | None), ...)``.
-  """
-
-  data: int = -1
-  fsdp: int = 1
-  tensor: int = 1
-  dcn_data: int = 1
-  dcn_fsdp: int = 1
-  dcn_tensor: int = 1
-  logical_axis_rules: tuple[tuple[str, Any], ...] = DEFAULT_RULES
-
-  def __post_init__(self):
-    ici = self.ici_shape
-    if sum(1 for s in ici if s == -1) > 1:
-      raise ValueError(f"At most one of mesh.data/fsdp/tensor may be -1, got {ici}.")
-    for name, s in zip(MESH_AXES, ici):
-      if s == 0 or s < -1 or isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-        raise ValueError(f"mesh.{name} must be a positive int or -1, got {s!r}.")
-    for name, s in zip(MESH_AXES, self.dcn_shape):
-      if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-        raise ValueError(f"mesh.dcn_{name} must be a positive int, got {s!r}.")
-    rules = normalize_rules(self.logical_axis_rules)
-    object.__setattr__(self, "logical_axis_rules", rules)
-
-  @property
-  def ici_shape(self) -> tuple[int, int, int]:
-    return (self.data, self.fsdp, self.tensor)
-
-  @property
-  def dcn_shape(self) -> tuple[int, int, int]:
-    return (self.dcn_data, self.dcn_fsdp, self.dcn_tensor)
-
-  @classmethod
-  def from_dict(cls, d: Any) -> "MeshConfig":
-    d = dict(d)
-    allowed = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-      raise ValueError(f"Unknown key(s) {unknown} in mesh; allowed: {sorted(allowed)}.")
-    return cls(**d)
-
-
-def normalize_rules(rules: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
-  """Rules as ``((name, (mesh_axis, ...)), ...)``; checks names against ``MESH_AXES``."""
-  out = []
-  seen = set()
-  for rule in rules:
-    if len(rule) != 2 or not isinstance(rule[0], str):
-      raise ValueError(f"A logical axis rule must be (name, mesh_axes), got {rule!r}.")
-    name, axes = rule
-    if axes is None:
-      axes = ()
-    elif isinstance(axes, str):
-      axes = (axes,)
-    axes = tuple(axes)
-    for a in axes:
-      if a not in MESH_AXES:
-        raise ValueError(f"Logical axis rule {name!r} -> {a!r}: unknown mesh axis; "
-                         f"allowed: {MESH_AXES}.")
-    if name in seen:
-      raise ValueError(f"Logical axis {name!r} has two rules; give each name one rule.")
-    seen.add(name)
-    out.append((name, axes))
-  return tuple(out)
+# The mesh section, its axes and the default rules live in rope_jax.config.schema (re-exported).
+from rope_jax.config.schema import (  # pylint: disable=unused-import
+    DEFAULT_RULES, MESH_AXES, MeshConfig, normalize_rules)
 
 
 def resolve_mesh_shape(cfg: MeshConfig,

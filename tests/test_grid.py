@@ -1,4 +1,4 @@
-"""The Table 2 grid (rope_jax.sweeps.grid): 14 runs with the paper's settings, and the data= argument."""
+"""The Table 2 grid (rope_jax.sweeps.grid): 14 runs with the paper's settings, the data= argument."""
 
 from __future__ import annotations
 
@@ -52,6 +52,19 @@ def test_paper_grid_has_the_14_table2_runs_with_the_papers_settings():
         18, 2048, 1)
 
 
+def test_the_paper_schedule_has_one_home():
+  """The paper scale's schedule is apply_paper_schedule's, read from the config, not restated."""
+  assert grid.SCALES["paper"].schedule() == {
+      "global_batch_size": 512, "seq_len": 8192, "num_steps": 10_000}
+  for name in ("gemma_2b", "gemma_7b"):
+    config = config_lib.load_config(f"configs/{name}.py")
+    want = config_lib.apply_paper_schedule(config_lib.base_config())
+    for section in ("train", "eval", "checkpoint", "data"):
+      assert config[section].to_dict() == want[section].to_dict(), (name, section)
+  assert not {"global_batch_size", "seq_len", "num_steps"} & {
+      f.name for f in grid.dataclasses.fields(grid.Scale)}
+
+
 def test_paper_labels_and_names():
   labels = [r.label for r in grid.TABLE2_ROWS]
   assert labels == ["NoPE", "RoPE (θ = 10k)", "RoPE (θ = 500k)", "0.75-RoPE_reversed",
@@ -76,12 +89,14 @@ def test_cpu_grid_uses_tiny_on_a_corpus_and_probe_mixture():
   runs = grid.expand("cpu")
   scale = grid.SCALES["cpu"]
   assert len(runs) == 7 and scale.datasets == ("mixture",)
+  assert scale.schedule() == {"global_batch_size": 8, "seq_len": 128, "num_steps": 300}
   for run in runs:
     config = _load(run)
     assert run.config.startswith("configs/tiny.py:")
     assert config.data.task == "mixture" and config.data.mixture == grid.CPU_MIXTURE
     assert (config.train.global_batch_size, config.train.seq_len, config.train.num_steps) == (
-        scale.global_batch_size, scale.seq_len, scale.num_steps)
+        8, 128, 300)
+    assert run.num_steps == 300
     rows = sum(int(part.split(":")[1]) for part in config.data.mixture.split(","))
     assert rows == config.train.global_batch_size
     assert run.paper_perplexity is None

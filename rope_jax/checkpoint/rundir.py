@@ -29,6 +29,7 @@ from jax.sharding import SingleDeviceSharding
 
 from rope_jax.checkpoint import manager as checkpoint_lib
 from rope_jax.config import base as config_lib
+from rope_jax.config import presets
 from rope_jax.model import transformer as model_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -191,34 +192,5 @@ def load_model(workdir: str, step: int | None = None, *, verify: bool = True,
   return restored.model, restored.config, restored.step
 
 
-def describe_positional_encoding(cfg: model_lib.ModelConfig) -> str:
-  """A short name of the model's positional encoding for titles, e.g. ``"0.75-RoPE θ=10k"``.
-
-  ``p_rope`` with p = 0 is NoPE and p = 1 is RoPE (the paper's names); ``reversed`` removes the
-  highest frequencies instead of the lowest; ``partial`` is GPT-NeoX partial rotary.
-  """
-
-  def one(rope: model_lib.RopeConfig) -> str:
-    theta = f"θ={rope.theta / 1000:g}k" if rope.theta >= 1000 else f"θ={rope.theta:g}"
-    p = f"{rope.fraction:g}"
-    if rope.variant == "p_rope" and rope.fraction == 0:
-      return "NoPE"
-    if rope.variant == "p_rope":
-      name = "RoPE" if rope.fraction == 1 else f"{p}-RoPE"
-    elif rope.variant == "reversed":
-      name = f"{p}-RoPE reversed"
-    elif rope.variant == "partial":
-      name = f"partial rotary {p}"
-    else:
-      name = f"{rope.variant} p={p}"
-    extras = [theta]
-    if rope.scale_factor != 1:
-      extras.append(f"scale {rope.scale_factor:g}")
-    if rope.layout != "split_half":
-      extras.append(rope.layout)
-    return f"{name} {' '.join(extras)}"
-
-  text = one(cfg.rope)
-  if cfg.global_rope is not None:
-    text += f"; every {cfg.global_every}th layer {one(cfg.global_rope)}"
-  return text
+# The readable name of a model's encoding lives beside the presets it inverts.
+describe_positional_encoding = presets.describe

@@ -1,157 +1,80 @@
 """Experiment configs: the base ConfigDict, config arguments, and strict validation.
 
-A config file under ``configs/`` is data: it starts from :func:`base_config`, sets its sizes, and
+A config file under ``configs/`` is data: it starts from :func:`base_config` (every section of
+``rope_jax.config.schema`` with its dataclass defaults; no model sizes), sets its sizes, and
 calls :func:`apply_arg` with its argument string, big_vision style::
 
     configs/gemma_2b.py:pe=p_rope,p=0.75,theta=10000
 
 Config arguments (all optional, comma-separated ``key=value``):
 
-* ``pe``: positional encoding preset, one of ``PE_PRESETS``: ``nope`` (p = 0), ``rope``
+* ``pe``: positional encoding preset, one of ``presets.PE_PRESETS``: ``nope`` (p = 0), ``rope``
   (p = 1), ``p_rope`` / ``reversed`` / ``partial`` (fraction ``p``, default 0.75).
 * ``p``: the fraction for ``p_rope`` / ``reversed`` / ``partial``.
 * ``theta``: base wavelength θ.
 * ``layout``: ``split_half`` or ``interleaved``.
 * ``scale``: linear position-interpolation factor (>= 1).
-* ``data``: the data task (``config.data.task``), one of ``rope_jax.data.config.TASKS``:
-  ``offline``, ``wiki``, ``flan_v2``, ``probe_copy``, ``probe_reverse``, ``probe_recall``.
+* ``data``: the data task (``config.data.task``), one of ``schema.TASKS``:
+  ``offline``, ``wiki``, ``flan_v2``, ``probe_copy``, ``probe_reverse``, ``probe_recall``,
+  ``probe_passkey``, ``probe_mqar``, ``probe_flipflop``, ``mixture``.
 
 Then any field can be overridden from the command line (``--config.model.rope.fraction=0.25``);
 the returned config is locked, so an unknown key there is an error. :func:`validate` converts
-every section into its typed form and fails on unknown or unused keys before anything is built.
+every section into its typed form and fails on unknown keys, wrong types or bad values before
+anything is built; it imports nothing above layer 0 (no model, trainer or mesh code).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
-from typing import Any, Callable
+from typing import Any
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from rope_jax.model import transformer as model_lib
-from rope_jax import rope as rope_lib
+from rope_jax.config import presets
+from rope_jax.config import schema
+from rope_jax.config import strict
 
-# name -> (variant, fraction or None for "take p from the argument").
-PE_PRESETS: dict[str, tuple[str, float | None]] = {
-    "nope": ("p_rope", 0.0),
-    "rope": ("p_rope", 1.0),
-    "p_rope": ("p_rope", None),
-    "reversed": ("reversed", None),
-    "partial": ("partial", None),
-}
-DEFAULT_P = 0.75
 ARG_KEYS = ("pe", "p", "theta", "layout", "scale", "data")
 
-# Validators of the top-level sections other modules own: section -> callable(ConfigDict).
-# Each raises ValueError on a bad or unknown key. Registered by the owning module at import.
-SECTION_VALIDATORS: dict[str, Callable[[Any], Any]] = {
-    "model": lambda c: model_lib.ModelConfig.from_dict(to_dict(c)),
-    # Training sections (typed dataclasses in rope_jax.training.train_lib / rope_jax.sharding; imported
-    # lazily so that loading a config stays light).
-    "train": lambda c: _train_lib().TrainConfig.from_dict(to_dict(c)),
-    "eval": lambda c: _train_lib().EvalConfig.from_dict(to_dict(c)),
-    "checkpoint": lambda c: _train_lib().CheckpointConfig.from_dict(to_dict(c)),
-    "mesh": lambda c: _sharding_lib().MeshConfig.from_dict(to_dict(c)),
-    "data": lambda c: _validate_data(c),
-}
 
+def section_config(section: Any) -> ml_collections.ConfigDict:
+  """A section's fields as a ConfigDict: a dataclass's defaults, or an instance's values.
 
-def _train_lib():
-  from rope_jax.training import train_lib  # pylint: disable=g-import-not-at-top
-  return train_lib
-
-
-def _sharding_lib():
-  from rope_jax import sharding  # pylint: disable=g-import-not-at-top
-  return sharding
-
-
-def _validate_data(section: Any) -> Any:
-  """The data section's own validator (``rope_jax.data.config.validate``)."""
-  from rope_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
-  return data_config.validate(section)
-
-
-def rope_config_dict(**overrides: Any) -> ml_collections.ConfigDict:
-  """The ``RopeConfig`` fields as a ConfigDict (defaults: full RoPE, θ = 10,000, split-half)."""
-  d = dict(variant="p_rope", fraction=1.0, theta=rope_lib.DEFAULT_THETA, scale_factor=1.0,
-           layout="split_half")
-  d.update(overrides)
-  return ml_collections.ConfigDict(d)
+  A field without a default (the model sizes) or with default None becomes a typed placeholder
+  (None until a config file sets it); a nested section with default None (``global_rope``)
+  becomes a ConfigDict of placeholders whose None values inherit (see ``ModelConfig.from_dict``).
+  """
+  cls = section if isinstance(section, type) else type(section)
+  out = ml_collections.ConfigDict()
+  for field in dataclasses.fields(cls):
+    hint = strict.field_types(cls)[field.name]
+    value = field.default if isinstance(section, type) else getattr(section, field.name)
+    sub = strict.section_of(hint)
+    if sub is not None and value is None:
+      out[field.name] = ml_collections.ConfigDict(
+          {name: placeholder(strict.scalar_type(h)) for name, h in strict.field_types(sub).items()})
+    elif sub is not None:
+      out[field.name] = section_config(value)
+    elif value is None or value is dataclasses.MISSING:
+      out[field.name] = placeholder(strict.scalar_type(hint))
+    else:
+      out[field.name] = value
+  return out
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Defaults shared by every experiment; size-specific files override the model shape."""
+  """Every section with the schema's defaults; the model sizes are unset placeholders.
+
+  A config file under ``configs/`` sets the sizes (``config.model.update(vocab_size=...)``) and
+  whatever else differs from these defaults.
+  """
   config = ml_collections.ConfigDict()
-  config.model = ml_collections.ConfigDict(dict(
-      vocab_size=256_128,
-      num_layers=18,
-      embed_dim=2048,
-      num_heads=8,
-      num_kv_heads=1,
-      head_dim=256,
-      mlp_dim=16_384,
-      rope=rope_config_dict(),
-      # None = inherit the value of model.rope; set fields (and global_every) for Gemma-4 style
-      # global layers, e.g. --config.model.global_every=6 --config.model.global_rope.fraction=0.25
-      global_rope=ml_collections.ConfigDict(dict(
-          variant=placeholder(str), fraction=placeholder(float), theta=placeholder(float),
-          scale_factor=placeholder(float), layout=placeholder(str))),
-      global_every=0,
-      norm_eps=1e-6,
-      dtype="float32",
-      param_dtype="float32",
-      attention_impl="xla",
-      remat="none",
-  ))
-  # Training (rope_jax.training.train_lib): optimizer, schedule, batch, loss, logging.
-  config.train = ml_collections.ConfigDict(dict(
-      seed=0,
-      data_source="data",  # "data" (rope_jax.data, the `data` section) or "synthetic".
-      global_batch_size=8,
-      # Gradient accumulation: A microbatches of global_batch_size / A per optimizer step.
-      grad_accum_steps=1,
-      seq_len=128,
-      num_steps=300,
-      learning_rate=1e-3,
-      warmup_steps=20,
-      end_learning_rate_fraction=0.1,
-      weight_decay=0.01,
-      adam_b1=0.9,
-      adam_b2=0.95,
-      adam_eps=1e-8,
-      grad_clip_norm=1.0,
-      z_loss=0.0,
-      log_every_steps=10,
-      peak_tflops_per_device=placeholder(float),  # None: accelerator table / measured on CPU.
-  ))
-  # Validation loss at multiples of the training length (length generalisation).
-  config.eval = ml_collections.ConfigDict(dict(
-      every_steps=100,
-      num_batches=2,
-      global_batch_size=placeholder(int),  # None: train.global_batch_size.
-      length_multipliers=(1, 2, 4),
-  ))
-  config.checkpoint = ml_collections.ConfigDict(dict(
-      enabled=True,
-      save_every_steps=1000,
-      max_to_keep=3,
-      async_save=True,
-      # "<workdir>[:step]": a fresh run starts from that run's params (training/warm_start.py).
-      init_from="",
-  ))
-  # Device mesh (rope_jax.sharding): ICI sizes per axis (one may be -1 = the rest), DCN sizes
-  # (slices) per axis, and the logical-axis rules that map parameter / activation names onto it.
-  from rope_jax import sharding  # pylint: disable=g-import-not-at-top
-  config.mesh = ml_collections.ConfigDict(dict(
-      data=-1, fsdp=1, tensor=1,
-      dcn_data=1, dcn_fsdp=1, dcn_tensor=1,
-      logical_axis_rules=sharding.DEFAULT_RULES,
-  ))
-  from rope_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
-  config.data = data_config.default_config()
+  for name, cls in schema.SECTIONS.items():
+    config[name] = section_config(cls)
   return config
 
 
@@ -201,13 +124,13 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
   args = parse_arg(arg)
   rope = config.model.rope
   if "pe" in args:
-    if args["pe"] not in PE_PRESETS:
-      raise ValueError(f"Unknown pe={args['pe']!r}; allowed: {tuple(PE_PRESETS)}.")
-    variant, fraction = PE_PRESETS[args["pe"]]
+    if args["pe"] not in presets.PE_PRESETS:
+      raise ValueError(f"Unknown pe={args['pe']!r}; allowed: {tuple(presets.PE_PRESETS)}.")
+    variant, fraction = presets.PE_PRESETS[args["pe"]]
     if fraction is not None and "p" in args:
       raise ValueError(f"pe={args['pe']} fixes p={fraction}; drop p={args['p']}.")
     rope.variant = variant
-    rope.fraction = fraction if fraction is not None else DEFAULT_P
+    rope.fraction = fraction if fraction is not None else presets.DEFAULT_P
   if "p" in args:
     rope.fraction = _number("p", args["p"])
   if "theta" in args:
@@ -217,8 +140,7 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
   if "scale" in args:
     rope.scale_factor = _number("scale", args["scale"])
   if "data" in args:
-    from rope_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
-    data_config.check_task(args["data"])
+    schema.check_task(args["data"])
     config.data.task = args["data"]
   config.lock()
   return config
@@ -230,20 +152,23 @@ def to_dict(section: Any) -> dict[str, Any]:
 
 
 def validate(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Converts every section to its typed form; unknown sections or keys raise ValueError.
+  """Converts every section to its typed form (``schema.SECTIONS``); imports nothing above it.
 
   Returns:
-    ``{section: typed config}`` (e.g. ``{"model": ModelConfig(...)}``).
+    ``{section: typed config}`` (e.g. ``{"model": ModelConfig(...), "data": DataConfig(...)}``).
+
+  Raises:
+    ValueError: an unknown section, or a section's unknown key, wrong type or bad value.
   """
-  unknown = sorted(set(config.keys()) - set(SECTION_VALIDATORS))
+  unknown = sorted(set(config.keys()) - set(schema.SECTIONS))
   if unknown:
-    raise ValueError(f"Unknown config section(s) {unknown}; known: {sorted(SECTION_VALIDATORS)}.")
-  return {name: SECTION_VALIDATORS[name](config[name]) for name in config.keys()}
+    raise ValueError(f"Unknown config section(s) {unknown}; known: {sorted(schema.SECTIONS)}.")
+  return {name: schema.SECTIONS[name].from_dict(to_dict(config[name])) for name in config.keys()}
 
 
-def model_config(config: ml_collections.ConfigDict) -> model_lib.ModelConfig:
+def model_config(config: ml_collections.ConfigDict) -> schema.ModelConfig:
   """The validated ``ModelConfig`` of an experiment config."""
-  return model_lib.ModelConfig.from_dict(to_dict(config.model))
+  return schema.ModelConfig.from_dict(to_dict(config.model))
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -253,7 +178,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   """
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
-    repo_path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), path)
+    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo_path = os.path.join(repo_root, path)
     if not os.path.exists(repo_path):
       raise FileNotFoundError(f"Config file {path!r} not found (looked in {os.getcwd()} and the "
                               "repo root).")

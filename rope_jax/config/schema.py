@@ -1,27 +1,102 @@
 """The typed config sections: the one place that says what a valid config is.
 
-Layer 0 of the house (beside ``rope.py``): imports nothing of the project but the kernel.
+Layer 0 of the house (beside ``rope.py``): imports nothing of the project but the kernel. Every
+section of an experiment config (``model``, ``train``, ``eval``, ``checkpoint``, ``mesh``,
+``data``) is a frozen dataclass here whose field defaults are the defaults of the whole house
+(``rope_jax.config.base.base_config`` is generated from them). ``Section.from_dict`` builds one
+from a mapping through the one strict check (``rope_jax.config.strict.from_dict``: an unknown
+key, a value of the wrong type or a non-finite float is a ValueError naming it); each section's
+``__post_init__`` checks the same types, then the ranges.
+
+Names only: the model maps ``REMAT_NAMES`` to ``jax.checkpoint`` policies and
+``ATTENTION_IMPLS`` to kernels; ``rope_jax.sharding`` builds the mesh from a ``MeshConfig``; the
+data pipeline reads the ``data`` section.
+
 Shapes: H head dimension.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import jax
+import numpy as np
 
 from rope_jax import rope as rope_lib
+from rope_jax.config import strict
+from rope_jax.config.strict import check_fields, from_dict
+
+# Names the sections accept ---------------------------------------------------------------------
+
+ATTENTION_IMPLS = ("xla", "dot_product", "splash")
+# Rematerialisation of each block in the backward pass ("full" saves nothing, "dots" saves
+# matmul outputs, "dots_no_batch" those without batch dims); rope_jax.model.transformer maps
+# each name to its jax.checkpoint policy.
+REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
+DTYPES = ("float32", "bfloat16")
+DATA_SOURCES = ("data", "synthetic")
+MESH_AXES = ("data", "fsdp", "tensor")
+PROBE_KINDS = ("copy", "reverse", "recall")
+# Long-context probes (rope_jax.data.long_probes) and their settings: data.long_probe.<kind>_<name>.
+LONG_PROBE_KINDS = ("passkey", "mqar", "flipflop")
+LONG_PROBE_SETTINGS = {"passkey": ("digits", "depth"),
+                       "mqar": ("num_pairs", "num_keys", "num_values", "power_a"),
+                       "flipflop": ("p_ignore",)}
+TFDS_TASKS = ("wiki", "flan_v2")
+TASKS = ("offline", *TFDS_TASKS, *(f"probe_{kind}" for kind in PROBE_KINDS + LONG_PROBE_KINDS),
+         "mixture")
+
+# MaxText-style defaults: batch over data+fsdp, weights' "embed" dim over fsdp, heads / MLP /
+# vocabulary over tensor. Activation names are used by rope_jax.model.transformer via
+# rope_jax.sharding.constrain().
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv_heads", "tensor"),
+    ("activation_mlp", "tensor"),
+    ("activation_vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("mlp", "tensor"),
+    ("q_heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("norm", None),
+)
+
+
+# Sections ---------------------------------------------------------------------------------------
+
+class Section:
+  """Base of the config sections: ``WHERE`` names the section in messages, and ``from_dict`` is
+  the one strict check (``rope_jax.config.strict.from_dict``)."""
+
+  WHERE: ClassVar[str] = ""
+
+  @classmethod
+  def from_dict(cls, d: Any, where: str | None = None) -> Any:
+    return from_dict(cls, d, where)
 
 
 @dataclasses.dataclass(frozen=True)
-class RopeConfig:
+class RopeConfig(Section):
   """A positional encoding; field meanings as in ``rope_jax.rope.apply_rope``."""
+
+  WHERE: ClassVar[str] = "model.rope"
 
   variant: str = "p_rope"
   fraction: float = 1.0
   theta: float = rope_lib.DEFAULT_THETA
   scale_factor: float = 1.0
   layout: str = "split_half"
+
+  def __post_init__(self):
+    check_fields(self)
+
 
   def validate(self, head_dim: int) -> None:
     rope_lib.validate_rope_args(head_dim, theta=self.theta, fraction=self.fraction,
@@ -40,3 +115,479 @@ class RopeConfig:
   def apply_tables(self, x: jax.Array, tables) -> jax.Array:
     """Rotates ``x [B, L, N, H]`` with tables from :meth:`tables`."""
     return rope_lib.apply_rope_tables(x, tables, layout=self.layout)
+
+
+MODEL_SIZES = ("vocab_size", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
+               "mlp_dim")
+
+
+def _check_sizes(sizes: dict[str, Any]) -> None:
+  for name, value in sizes.items():
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+      raise ValueError(f"model.{name} must be a positive int, got {value!r} (the sizes come "
+                       "from the config file, e.g. configs/tiny.py).")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(Section):
+  """Hyperparameters of the decoder (the ``model`` section).
+
+  The sizes (``MODEL_SIZES``) have no default: each ``configs/*.py`` sets them.
+
+  Attributes:
+    vocab_size: V, rows of the (tied) embedding table.
+    num_layers: number of decoder blocks.
+    embed_dim: D, the residual width.
+    num_heads: N query heads.
+    num_kv_heads: K key/value heads (K = N: MHA, K = 1: MQA, else GQA); N % K == 0.
+    head_dim: H, per-head width (independent of D; even).
+    mlp_dim: F, hidden width of each GeGLU branch.
+    rope: positional encoding of every layer not selected by ``global_every``.
+    global_rope: positional encoding of the "global" layers (Gemma 4 uses p = 0.25 there);
+      None = the same as ``rope``. In a config dict, fields left None inherit ``rope``'s, e.g.
+      ``--config.model.global_every=6 --config.model.global_rope.fraction=0.25``.
+    global_every: 0 = every layer uses ``rope``; k > 0 = layers l with l % k == k - 1 use
+      ``global_rope`` (k = 6 gives Gemma 4's 5 local : 1 global).
+    norm_eps: ε of RMSNorm.
+    dtype: activation/compute dtype ("float32" or "bfloat16"); params stay ``param_dtype``.
+    param_dtype: storage dtype of the parameters.
+    attention_impl: "xla" (materialised weights; analysis needs it), "dot_product"
+      (``jax.nn.dot_product_attention``: cuDNN flash attention on GPU) or "splash" (the Pallas
+      splash-attention kernel, TPU; ``rope_jax.model.attention``).
+    remat: rematerialisation policy of each block in the backward pass, one of ``REMAT_NAMES``
+      (trades FLOPs for activation memory); True/False (older configs) mean "full"/"none".
+  """
+
+  WHERE: ClassVar[str] = "model"
+
+  vocab_size: int
+  num_layers: int
+  embed_dim: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  rope: RopeConfig = RopeConfig()
+  global_rope: RopeConfig | None = None
+  global_every: int = 0
+  norm_eps: float = 1e-6
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  attention_impl: str = "xla"
+  remat: str | bool = "none"
+
+  def __post_init__(self):
+    _check_sizes({name: getattr(self, name) for name in MODEL_SIZES})
+    check_fields(self)
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(
+          f"model.num_heads ({self.num_heads}) must be divisible by model.num_kv_heads "
+          f"({self.num_kv_heads}).")
+    if self.head_dim % 2:
+      raise ValueError(f"model.head_dim must be even for rotary pairs, got {self.head_dim}.")
+    if self.global_every < 0:
+      raise ValueError(f"model.global_every must be >= 0, got {self.global_every}.")
+    if self.global_every == 0 and self.global_rope is not None:
+      raise ValueError(
+          "model.global_rope is set but model.global_every=0, so no layer would use it; set "
+          "model.global_every=k to apply it to every k-th layer.")
+    self.rope.validate(self.head_dim)
+    if self.global_rope is not None:
+      self.global_rope.validate(self.head_dim)
+    if self.dtype not in DTYPES or self.param_dtype not in DTYPES:
+      raise ValueError(f"model.dtype/param_dtype must be in {DTYPES}, got "
+                       f"{self.dtype!r}/{self.param_dtype!r}.")
+    if isinstance(self.remat, (bool, np.bool_)):  # Older configs: remat=True/False.
+      object.__setattr__(self, "remat", "full" if self.remat else "none")
+    if self.remat not in REMAT_NAMES:
+      raise ValueError(f"model.remat must be one of {REMAT_NAMES}, got {self.remat!r}.")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(
+          f"model.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}.")
+
+  @classmethod
+  def from_dict(cls, d: Any, where: str | None = None) -> "ModelConfig":
+    """Builds from a nested mapping (a ConfigDict's ``to_dict()``); see ``strict.from_dict``.
+
+    ``global_rope`` fields that are None inherit the ``rope`` value; all None means no
+    separate global encoding.
+    """
+    where = where or cls.WHERE
+    d = strict.plain(d)
+    _check_sizes({name: d.get(name) for name in MODEL_SIZES})
+    if "rope" in d and not isinstance(d["rope"], RopeConfig):
+      d["rope"] = from_dict(RopeConfig, d["rope"], f"{where}.rope")
+    glob = d.get("global_rope")
+    if glob is not None and not isinstance(glob, RopeConfig):
+      glob = {k: v for k, v in strict.plain(glob).items() if v is not None}
+      rope = dataclasses.asdict(d.get("rope", RopeConfig()))
+      d["global_rope"] = (from_dict(RopeConfig, {**rope, **glob}, f"{where}.global_rope")
+                          if glob else None)
+    return from_dict(cls, d, where)
+
+  def layer_rope(self, layer: int) -> RopeConfig:
+    """The positional encoding of layer ``layer``."""
+    if self.global_rope is not None and layer % self.global_every == self.global_every - 1:
+      return self.global_rope
+    return self.rope
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Section):
+  """The ``train`` section (``rope_jax.training``): optimizer, schedule, batch, loss, logging.
+
+  Attributes:
+    seed: parameter init and data order.
+    data_source: "data" (``rope_jax.data.make_iterator`` with the ``data`` section) or
+      "synthetic" (``rope_jax.data.synthetic``: the deterministic fallback/test source).
+    global_batch_size: sequences per step over all devices and processes.
+    grad_accum_steps: A, gradient accumulation (microbatching): each step runs forward and
+      backward on A microbatches of ``global_batch_size / A`` sequences one after another
+      (``jax.lax.scan``) and applies ONE optimizer update with their exact full-batch gradient,
+      so the activations (and the ``[B, L, V]`` logits) of only one microbatch are live at a
+      time. ``global_batch_size`` must be divisible by A × the data-parallel mesh size.
+    seq_len: training sequence length L (tokens).
+    num_steps: total optimizer steps (the cosine schedule ends here).
+    learning_rate: peak learning rate, reached after ``warmup_steps`` (linear from lr/warmup).
+    warmup_steps: linear warmup length.
+    end_learning_rate_fraction: cosine decay ends at ``learning_rate`` times this.
+    weight_decay: AdamW decoupled weight decay, on matrices only (not the norm scales).
+    adam_b1, adam_b2, adam_eps: AdamW moments.
+    grad_clip_norm: clip the global gradient norm to this (0 = off).
+    z_loss: coefficient of ``log(Z)²`` added to the loss (0 = off; PaLM used 1e-4).
+    log_every_steps: progress line / metrics cadence.
+    peak_tflops_per_device: MFU denominator override; None = known-accelerator table, or the
+      measured matmul rate on CPU.
+  """
+
+  WHERE: ClassVar[str] = "train"
+
+  seed: int = 0
+  data_source: str = "data"
+  global_batch_size: int = 8
+  grad_accum_steps: int = 1
+  seq_len: int = 128
+  num_steps: int = 300
+  learning_rate: float = 1e-3
+  warmup_steps: int = 20
+  end_learning_rate_fraction: float = 0.1
+  weight_decay: float = 0.01
+  adam_b1: float = 0.9
+  adam_b2: float = 0.95
+  adam_eps: float = 1e-8
+  grad_clip_norm: float = 1.0
+  z_loss: float = 0.0
+  log_every_steps: int = 10
+  peak_tflops_per_device: float | None = None
+
+  def __post_init__(self):
+    check_fields(self)
+    if self.data_source not in DATA_SOURCES:
+      raise ValueError(f"train.data_source must be one of {DATA_SOURCES}, got "
+                       f"{self.data_source!r}.")
+    for name in ("global_batch_size", "seq_len", "num_steps", "log_every_steps"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}.")
+    if self.grad_accum_steps < 1:
+      raise ValueError(f"train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}.")
+    if self.global_batch_size % self.grad_accum_steps:
+      raise ValueError(
+          f"train.global_batch_size={self.global_batch_size} is not divisible by "
+          f"train.grad_accum_steps={self.grad_accum_steps}.")
+    if self.warmup_steps < 0 or self.warmup_steps > self.num_steps:
+      raise ValueError(f"train.warmup_steps must be in [0, num_steps={self.num_steps}], got "
+                       f"{self.warmup_steps}.")
+    if self.learning_rate <= 0:
+      raise ValueError(f"train.learning_rate must be positive, got {self.learning_rate}.")
+    if not 0 <= self.end_learning_rate_fraction <= 1:
+      raise ValueError("train.end_learning_rate_fraction must be in [0, 1], got "
+                       f"{self.end_learning_rate_fraction}.")
+    for name in ("weight_decay", "grad_clip_norm", "z_loss"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(Section):
+  """The ``eval`` section: validation loss at multiples of the training length.
+
+  Attributes:
+    every_steps: validation cadence (0 = only at the end of training).
+    num_batches: validation batches per length (the same batches every time).
+    global_batch_size: sequences per eval batch; None = ``train.global_batch_size``.
+    length_multipliers: evaluate at these multiples of ``train.seq_len`` (length
+      generalisation of NoPE / RoPE / p-RoPE); 1 = the training length.
+  """
+
+  WHERE: ClassVar[str] = "eval"
+
+  every_steps: int = 100
+  num_batches: int = 2
+  global_batch_size: int | None = None
+  length_multipliers: tuple[int, ...] = (1, 2, 4)
+
+  def __post_init__(self):
+    check_fields(self)
+    if self.every_steps < 0:
+      raise ValueError(f"eval.every_steps must be >= 0, got {self.every_steps}.")
+    if self.num_batches < 0:
+      raise ValueError(f"eval.num_batches must be >= 0, got {self.num_batches}.")
+    if self.global_batch_size is not None and self.global_batch_size <= 0:
+      raise ValueError(f"eval.global_batch_size must be positive, got {self.global_batch_size}.")
+    if any(m < 1 for m in self.length_multipliers):
+      raise ValueError(f"eval.length_multipliers must be ints >= 1, got "
+                       f"{self.length_multipliers}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig(Section):
+  """The ``checkpoint`` section (saved under ``<workdir>/checkpoints``).
+
+  Attributes:
+    enabled: save and resume at all.
+    save_every_steps: save every N steps (and always at the end and on SIGTERM).
+    max_to_keep: keep the last K checkpoints.
+    async_save: write in a background thread while training continues.
+    init_from: "" or "<workdir>[:step]": a run with no checkpoint of its own starts from that
+      run's parameters, with a fresh optimizer state and step (``rope_jax.training.warm_start``);
+      e.g. continued pre-training with another positional encoding.
+  """
+
+  WHERE: ClassVar[str] = "checkpoint"
+
+  enabled: bool = True
+  save_every_steps: int = 1000
+  max_to_keep: int = 3
+  async_save: bool = True
+  init_from: str = ""
+
+  def __post_init__(self):
+    check_fields(self)
+    if self.save_every_steps <= 0:
+      raise ValueError(f"checkpoint.save_every_steps must be positive, got "
+                       f"{self.save_every_steps}.")
+    if self.max_to_keep <= 0:
+      raise ValueError(f"checkpoint.max_to_keep must be positive, got {self.max_to_keep}.")
+
+
+def normalize_rules(rules: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+  """Rules as ``((name, (mesh_axis, ...)), ...)``; checks names against ``MESH_AXES``."""
+  out = []
+  seen = set()
+  for rule in rules:
+    if len(rule) != 2 or not isinstance(rule[0], str):
+      raise ValueError(f"A logical axis rule must be (name, mesh_axes), got {rule!r}.")
+    name, axes = rule
+    if axes is None:
+      axes = ()
+    elif isinstance(axes, str):
+      axes = (axes,)
+    axes = tuple(axes)
+    for a in axes:
+      if a not in MESH_AXES:
+        raise ValueError(f"Logical axis rule {name!r} -> {a!r}: unknown mesh axis; "
+                         f"allowed: {MESH_AXES}.")
+    if name in seen:
+      raise ValueError(f"Logical axis {name!r} has two rules; give each name one rule.")
+    seen.add(name)
+    out.append((name, axes))
+  return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig(Section):
+  """The ``mesh`` section (``rope_jax.sharding``).
+
+  Attributes:
+    data, fsdp, tensor: ICI parallelism per axis (devices within one slice); exactly one may be
+      -1, meaning "all remaining devices".
+    dcn_data, dcn_fsdp, dcn_tensor: DCN parallelism per axis (number of slices along it; all 1
+      on one slice). The product is the number of slices.
+    logical_axis_rules: ``((logical_name, mesh_axis | (mesh_axes...) | None), ...)``.
+  """
+
+  WHERE: ClassVar[str] = "mesh"
+
+  data: int = -1
+  fsdp: int = 1
+  tensor: int = 1
+  dcn_data: int = 1
+  dcn_fsdp: int = 1
+  dcn_tensor: int = 1
+  logical_axis_rules: tuple[tuple[str, Any], ...] = DEFAULT_RULES
+
+  def __post_init__(self):
+    check_fields(self)
+    ici = self.ici_shape
+    if sum(1 for s in ici if s == -1) > 1:
+      raise ValueError(f"At most one of mesh.data/fsdp/tensor may be -1, got {ici}.")
+    for name, s in zip(MESH_AXES, ici):
+      if s == 0 or s < -1 or isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+        raise ValueError(f"mesh.{name} must be a positive int or -1, got {s!r}.")
+    for name, s in zip(MESH_AXES, self.dcn_shape):
+      if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+        raise ValueError(f"mesh.dcn_{name} must be a positive int, got {s!r}.")
+    object.__setattr__(self, "logical_axis_rules", normalize_rules(self.logical_axis_rules))
+
+  @property
+  def ici_shape(self) -> tuple[int, int, int]:
+    return (self.data, self.fsdp, self.tensor)
+
+  @property
+  def dcn_shape(self) -> tuple[int, int, int]:
+    return (self.dcn_data, self.dcn_fsdp, self.dcn_tensor)
+
+
+def check_task(task: str) -> None:
+  """Raises a ValueError listing the known tasks when ``task`` is not one of them."""
+  if task not in TASKS:
+    raise ValueError(f"Unknown data task {task!r}; known tasks: {', '.join(TASKS)}.")
+
+
+def parse_mixture(spec: str) -> tuple[tuple[str, int], ...]:
+  """``"offline:8,probe_recall:4"`` -> ``(("offline", 8), ("probe_recall", 4))``."""
+  parts = []
+  for item in (p.strip() for p in spec.split(",") if p.strip()):
+    task, _, rows = item.partition(":")
+    if task not in TASKS or task == "mixture" or not rows.isdigit() or int(rows) < 1:
+      raise ValueError(
+          f"Bad data.mixture entry {item!r} in {spec!r}: want task:rows with rows >= 1 and task "
+          f"one of {', '.join(t for t in TASKS if t != 'mixture')}.")
+    parts.append((task, int(rows)))
+  if not parts or len({t for t, _ in parts}) != len(parts):
+    raise ValueError(f"data.mixture {spec!r} must name each component task once, e.g. "
+                     "'offline:8,probe_recall:4'.")
+  return tuple(parts)
+
+
+def _check_int_range(where: str, value: int, lo: int, hi: int | None = None) -> None:
+  if value < lo or (hi is not None and value > hi):
+    raise ValueError(f"{where} must be an int in [{lo}, {hi or 'inf'}], got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig(Section):
+  """The synthetic probes (``rope_jax.data.probes``, the ``data.probe`` section).
+
+  Token ids 5.. are ``num_symbols`` symbols (copied, reversed, or recalled values), then
+  ``num_keys`` recall keys; ``num_queries`` recall queries per row. Rows are filled to the
+  sequence length, so longer eval lengths give longer probes.
+  """
+
+  WHERE: ClassVar[str] = "data.probe"
+
+  num_symbols: int = 64
+  num_keys: int = 1024
+  num_queries: int = 4
+
+  def __post_init__(self):
+    check_fields(self)
+    for name in ("num_symbols", "num_keys", "num_queries"):
+      _check_int_range(f"data.probe.{name}", getattr(self, name), 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LongProbeConfig(Section):
+  """The long-context probes (``rope_jax.data.long_probes``, the ``data.long_probe`` section).
+
+  Tasks probe_passkey, probe_mqar, probe_flipflop; train short, test long. passkey: a
+  ``passkey_digits``-digit number at ``passkey_depth`` (the fraction of filler before it, in
+  [0, 1]; -1 = uniform per example). mqar (zoology): ``mqar_num_pairs`` key-value pairs (keys of
+  ``mqar_num_keys``, values of ``mqar_num_values``), each queried once at a power-law gap with
+  exponent ``mqar_power_a``. flipflop: each instruction is "ignore" with probability
+  ``flipflop_p_ignore`` (0.8 = Liu et al.'s training mix; 0.1 dense, 0.98 sparse tests).
+  """
+
+  WHERE: ClassVar[str] = "data.long_probe"
+
+  passkey_digits: int = 5
+  passkey_depth: float = -1.0
+  mqar_num_pairs: int = 8
+  mqar_num_keys: int = 64
+  mqar_num_values: int = 64
+  mqar_power_a: float = 0.01
+  flipflop_p_ignore: float = 0.8
+
+  def __post_init__(self):
+    check_fields(self)
+    for name in ("passkey_digits", "mqar_num_pairs", "mqar_num_keys", "mqar_num_values"):
+      _check_int_range(f"data.long_probe.{name}", getattr(self, name), 1)
+    if not (0.0 <= self.passkey_depth <= 1.0 or self.passkey_depth == -1.0):
+      raise ValueError(f"data.long_probe.passkey_depth must be in [0, 1] or -1 (uniform "
+                       f"random), got {self.passkey_depth!r}.")
+    if not 0.0 < self.mqar_power_a <= 1.0:
+      raise ValueError(f"data.long_probe.mqar_power_a must be in (0, 1], got "
+                       f"{self.mqar_power_a!r}.")
+    if not 0.0 <= self.flipflop_p_ignore < 1.0:
+      raise ValueError(f"data.long_probe.flipflop_p_ignore must be in [0, 1), got "
+                       f"{self.flipflop_p_ignore!r}.")
+    if self.mqar_num_pairs > self.mqar_num_keys:
+      raise ValueError(f"data.long_probe.mqar_num_pairs ({self.mqar_num_pairs}) must be <= "
+                       f"mqar_num_keys ({self.mqar_num_keys}): the keys are distinct.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Section):
+  """The ``data`` section (``rope_jax.data``); every key must be present.
+
+  The batch size, sequence length and seed come from the ``train`` section. The defaults are
+  the offline default job: the CPython-docs corpus with its 2048-piece vocabulary.
+
+  Attributes:
+    task: one of ``TASKS``: "offline", "wiki", "flan_v2", "probe_copy", "probe_reverse",
+      "probe_recall", "probe_passkey", "probe_mqar", "probe_flipflop", "mixture".
+    vocab_path: SentencePiece model, local or gs://. "" = the shipped offline vocabulary
+      (``rope_jax/data/assets/offline_sp2048.model``) for offline/probe tasks; wiki and flan_v2
+      need Gemma's tokenizer.model here.
+    tfds_data_dir: TFDS (wiki, flan_v2) directory holding the prepared dataset ("" = TFDS's
+      default, $TFDS_DATA_DIR or ~/tensorflow_datasets; gs://bucket/tensorflow_datasets on TPU).
+    tfds_name: override of the versioned dataset name ("" = the task's default).
+    validation_percent: percent of documents held out for validation (the paper held out 10% of
+      Wikipedia): the last N% of TFDS train for wiki/flan_v2, a fixed hash bucket of documents
+      for offline.
+    pack: pack several documents per row (segment ids, positions restarting per document);
+      False puts one document chunk per row.
+    shuffle_buffer_size: shuffle buffer in documents for the streaming TFDS tasks (the offline
+      corpus is permuted whole each epoch).
+    mixture: for task="mixture", "task:rows,task:rows,...": every global batch holds exactly
+      ``rows`` rows of each component task, in this order (the rows must add up to the global
+      batch size), e.g. "offline:8,probe_copy:2,probe_reverse:2,probe_recall:4". Must be ""
+      for any other task.
+    probe: the synthetic probes' alphabet (:class:`ProbeConfig`).
+    long_probe: the long-context probes' settings (:class:`LongProbeConfig`).
+  """
+
+  WHERE: ClassVar[str] = "data"
+
+  task: str = "offline"
+  vocab_path: str = ""
+  tfds_data_dir: str = ""
+  tfds_name: str = ""
+  validation_percent: int = 10
+  pack: bool = True
+  shuffle_buffer_size: int = 10_000
+  mixture: str = ""
+  probe: ProbeConfig = ProbeConfig()
+  long_probe: LongProbeConfig = LongProbeConfig()
+
+  def __post_init__(self):
+    check_fields(self)
+    check_task(self.task)
+    if self.task == "mixture":
+      parse_mixture(self.mixture)
+    elif self.mixture:
+      raise ValueError(f"data.mixture={self.mixture!r} is set but data.task={self.task!r}; set "
+                       "task='mixture' to use it.")
+    _check_int_range("data.validation_percent", self.validation_percent, 1, 99)
+    _check_int_range("data.shuffle_buffer_size", self.shuffle_buffer_size, 1)
+
+  @classmethod
+  def from_dict(cls, d: Any, where: str | None = None) -> "DataConfig":
+    """Strict, and every key (also of ``probe`` and ``long_probe``) must be present."""
+    return from_dict(cls, d, where, complete=True)
+
+
+# Every top-level section of an experiment config: name -> its dataclass.
+SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
+                             "checkpoint": CheckpointConfig, "mesh": MeshConfig,
+                             "data": DataConfig}

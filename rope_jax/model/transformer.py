@@ -29,11 +29,12 @@ from flax import nnx
 
 from rope_jax.model import attention as attention_lib
 from rope_jax import sharding as sharding_lib
-from rope_jax.config.schema import RopeConfig
+from rope_jax.config.schema import (  # pylint: disable=unused-import (re-exported)
+    ATTENTION_IMPLS, DTYPES, REMAT_NAMES, ModelConfig, RopeConfig)
 
-ATTENTION_IMPLS = ("xla", "dot_product", "splash")
-# Rematerialisation of each block in the backward pass: name -> jax.checkpoint policy ("full"
-# saves nothing, "dots" saves matmul outputs, "dots_no_batch" saves those without batch dims).
+# Rematerialisation of each block in the backward pass: the config's name (schema.REMAT_NAMES)
+# -> jax.checkpoint policy ("full" saves nothing, "dots" saves matmul outputs, "dots_no_batch"
+# saves those without batch dims).
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -42,114 +43,6 @@ REMAT_POLICIES = {
 }
 # Logical axis names of the residual stream [B, L, D] (rope_jax.sharding.constrain).
 ACT_BLD = ("activation_batch", "activation_length", "activation_embed")
-DTYPES = ("float32", "bfloat16")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """Hyperparameters of the decoder.
-
-  Attributes:
-    vocab_size: V, rows of the (tied) embedding table.
-    num_layers: number of decoder blocks.
-    embed_dim: D, the residual width.
-    num_heads: N query heads.
-    num_kv_heads: K key/value heads (K = N: MHA, K = 1: MQA, else GQA); N % K == 0.
-    head_dim: H, per-head width (independent of D; even).
-    mlp_dim: F, hidden width of each GeGLU branch.
-    rope: positional encoding of every layer not selected by ``global_every``.
-    global_rope: positional encoding of the "global" layers (Gemma 4 uses p = 0.25 there);
-      None = the same as ``rope``.
-    global_every: 0 = every layer uses ``rope``; k > 0 = layers l with l % k == k - 1 use
-      ``global_rope`` (k = 6 gives Gemma 4's 5 local : 1 global).
-    norm_eps: ε of RMSNorm.
-    dtype: activation/compute dtype ("float32" or "bfloat16"); params stay ``param_dtype``.
-    param_dtype: storage dtype of the parameters.
-    attention_impl: "xla" (materialised weights; analysis needs it), "dot_product"
-      (``jax.nn.dot_product_attention``: cuDNN flash attention on GPU) or "splash" (the Pallas
-      splash-attention kernel, TPU; ``rope_jax.model.attention``).
-    remat: rematerialisation policy of each block in the backward pass, one of
-      ``REMAT_POLICIES`` (trades FLOPs for activation memory); True/False mean "full"/"none".
-  """
-
-  vocab_size: int
-  num_layers: int
-  embed_dim: int
-  num_heads: int
-  num_kv_heads: int
-  head_dim: int
-  mlp_dim: int
-  rope: RopeConfig = RopeConfig()
-  global_rope: RopeConfig | None = None
-  global_every: int = 0
-  norm_eps: float = 1e-6
-  dtype: str = "float32"
-  param_dtype: str = "float32"
-  attention_impl: str = "xla"
-  remat: str = "none"
-
-  def __post_init__(self):
-    for name in ("vocab_size", "num_layers", "embed_dim", "num_heads", "num_kv_heads",
-                 "head_dim", "mlp_dim"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"model.{name} must be a positive int, got {value!r}.")
-    if self.num_heads % self.num_kv_heads:
-      raise ValueError(
-          f"model.num_heads ({self.num_heads}) must be divisible by model.num_kv_heads "
-          f"({self.num_kv_heads}).")
-    if self.head_dim % 2:
-      raise ValueError(f"model.head_dim must be even for rotary pairs, got {self.head_dim}.")
-    if self.global_every < 0:
-      raise ValueError(f"model.global_every must be >= 0, got {self.global_every}.")
-    if self.global_every == 0 and self.global_rope is not None:
-      raise ValueError(
-          "model.global_rope is set but model.global_every=0, so no layer would use it; set "
-          "model.global_every=k to apply it to every k-th layer.")
-    self.rope.validate(self.head_dim)
-    if self.global_rope is not None:
-      self.global_rope.validate(self.head_dim)
-    if self.dtype not in DTYPES or self.param_dtype not in DTYPES:
-      raise ValueError(f"model.dtype/param_dtype must be in {DTYPES}, got "
-                       f"{self.dtype!r}/{self.param_dtype!r}.")
-    if isinstance(self.remat, bool):  # Older configs: remat=True/False.
-      object.__setattr__(self, "remat", "full" if self.remat else "none")
-    if self.remat not in REMAT_POLICIES:
-      raise ValueError(
-          f"model.remat must be one of {tuple(REMAT_POLICIES)}, got {self.remat!r}.")
-    if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(
-          f"model.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}.")
-
-  @classmethod
-  def from_dict(cls, d: Any) -> "ModelConfig":
-    """Builds from a nested mapping (a ConfigDict's ``to_dict()``); unknown keys are errors.
-
-    ``global_rope`` fields that are None inherit the ``rope`` value; all None means no
-    separate global encoding.
-    """
-    d = dict(d)
-    _check_keys("model", d, cls)
-    rope = dict(d.get("rope", {}))
-    _check_keys("model.rope", rope, RopeConfig)
-    d["rope"] = RopeConfig(**rope)
-    glob = {k: v for k, v in dict(d.get("global_rope") or {}).items() if v is not None}
-    _check_keys("model.global_rope", glob, RopeConfig)
-    d["global_rope"] = dataclasses.replace(d["rope"], **glob) if glob else None
-    return cls(**d)
-
-  def layer_rope(self, layer: int) -> RopeConfig:
-    """The positional encoding of layer ``layer``."""
-    if self.global_rope is not None and layer % self.global_every == self.global_every - 1:
-      return self.global_rope
-    return self.rope
-
-
-def _check_keys(where: str, d: dict[str, Any], cls: type) -> None:
-  allowed = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(d) - allowed)
-  if unknown:
-    raise ValueError(f"Unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}.")
 
 
 def _param(init: jax.Array, names: Sequence[str | None]) -> nnx.Param:

@@ -15,13 +15,17 @@ Scales:
 * ``"cpu"``: the same seven rows on the tiny CPU model (``configs/tiny.py``), one run each on a
   mixture of the offline corpus and the synthetic probes (``experiments/table2_cpu.py``).
 
-This module is light (no JAX): :func:`expand` returns plain data; loading a cell's config is
+The schedule of a scale (batch, length, steps) is never restated here: it is what the scale's
+config file gives (``configs/gemma_2b.py`` applies ``rope_jax.config.base.apply_paper_schedule``),
+read by :meth:`Scale.schedule`. Importing this module is light (no JAX); :func:`expand` loads the
+scale's config once for its number of steps. Loading a cell's config is
 ``rope_jax.config.base.load_config(run.config)`` plus ``run.overrides``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import posixpath
 from typing import Mapping, Sequence
 
@@ -66,19 +70,25 @@ DATASET_LABELS: dict[str, str] = {
 
 @dataclasses.dataclass(frozen=True)
 class Scale:
-  """How the grid is instantiated: which config file, datasets and schedule.
-
-  ``global_batch_size`` / ``seq_len`` / ``num_steps`` are what the config file's defaults (plus
-  ``overrides``) give; ``tests/test_grid.py`` checks they agree.
-  """
+  """How the grid is instantiated: which config file (and its schedule), datasets, overrides."""
 
   name: str
   config_file: str
   datasets: tuple[str, ...]
-  global_batch_size: int
-  seq_len: int
-  num_steps: int
   overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+  def schedule(self) -> dict[str, int]:
+    """``{"global_batch_size", "seq_len", "num_steps"}`` of the config file plus overrides."""
+    return dict(_schedule(self.config_file, tuple(self.overrides.items())))
+
+
+@functools.cache
+def _schedule(config_file: str, overrides: tuple[tuple[str, object], ...],
+              ) -> tuple[tuple[str, int], ...]:
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(config_file)
+  config.update_from_flattened_dict(dict(overrides))
+  return tuple((k, config.train[k]) for k in ("global_batch_size", "seq_len", "num_steps"))
 
 
 # Rows per batch of the CPU scale's mixture (rope_jax.data: task "mixture").
@@ -87,12 +97,10 @@ CPU_MIXTURE = "offline:2,probe_copy:2,probe_reverse:2,probe_recall:2"
 # RoPE learns copy at the training length (100%) and fails at 2x.
 
 SCALES: dict[str, Scale] = {
-    "paper": Scale("paper", "configs/gemma_2b.py", ("wiki", "flan_v2"),
-                   global_batch_size=512, seq_len=8192, num_steps=10_000),
+    "paper": Scale("paper", "configs/gemma_2b.py", ("wiki", "flan_v2")),
     # One column: every batch mixes corpus rows with the positional (copy, reverse) and semantic
     # (recall) probes, so one run per encoding gives both perplexity and probe accuracy.
     "cpu": Scale("cpu", "configs/tiny.py", ("mixture",),
-                 global_batch_size=8, seq_len=128, num_steps=300,
                  overrides={"data.mixture": CPU_MIXTURE, "data.probe.num_symbols": 16,
                             "data.probe.num_keys": 32}),
 }
@@ -161,6 +169,7 @@ def expand(scale: str = "paper", *, datasets: Sequence[str] | None = None,
   bad = [d for d in datasets if d not in sc.datasets]
   if bad:
     raise ValueError(f"Unknown dataset(s) {bad} for scale {scale!r}; known: {sc.datasets}.")
+  num_steps = sc.schedule()["num_steps"]
   selected = list(TABLE2_ROWS)
   if rows is not None:
     by_name = {r.key: r for r in TABLE2_ROWS} | {r.label: r for r in TABLE2_ROWS}
@@ -172,7 +181,7 @@ def expand(scale: str = "paper", *, datasets: Sequence[str] | None = None,
   return [
       Run(name=f"{row.key}-{_slug(dataset)}", row=row, dataset=dataset, scale=scale,
           config=f"{sc.config_file}:{row.arg},data={dataset}", overrides=dict(sc.overrides),
-          workdir_suffix=f"{dataset}/{row.key}", num_steps=sc.num_steps)
+          workdir_suffix=f"{dataset}/{row.key}", num_steps=num_steps)
       for row in selected for dataset in datasets
   ]
 
