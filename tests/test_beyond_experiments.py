@@ -47,7 +47,8 @@ def test_passkey_heatmap_end_to_end(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
   cmd = [sys.executable, "-m", "experiments.passkey_heatmap", f"--workdir={tmp_path}",
          "--encodings=nope,rope", "--length_multipliers=1,2", "--depths=0,1",
-         "--num_examples=4", "--override=train.num_steps=2", "--override=model.num_layers=1"]
+         "--num_examples=4", "--override=train.num_steps=2", "--override=train.warmup_steps=1",
+         "--override=model.num_layers=1"]
   r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
   assert os.path.getsize(tmp_path / "passkey_heatmap.png") > 1000
