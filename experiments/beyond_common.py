@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -45,7 +46,7 @@ MIXTURE_SCALES = {
          "data.mixture": "offline:8,probe_passkey:4,probe_flipflop:4",
          "data.long_probe.passkey_digits": 3, "train.seq_len": 32,
          "train.global_batch_size": 16, "train.num_steps": 100, "train.learning_rate": 1e-2,
-         "train.warmup_steps": 10, "train.log_every_steps": 50, "eval.num_batches": 0,
+         "train.warmup_steps": 10, "train.log_every_steps": 10, "eval.num_batches": 0,
          "checkpoint.save_every_steps": 1000},
         num_examples=64, eval_batches=4),
     "pod": Scale(
@@ -185,6 +186,20 @@ def write_table(out_dir: str, name: str, header: Sequence[str], rows: Sequence[S
   with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
     json.dump(payload, f, indent=2)
   return table
+
+
+def interval(cell: Mapping[str, float], field: str = "mean", fmt: str = ".2f") -> str:
+  """``"12.34 [11.00, 13.70]"``, or ``"12.34 [n/a]"`` when the interval is unbounded (1 seed)."""
+  if not (math.isfinite(cell["lo"]) and math.isfinite(cell["hi"])):
+    return f"{cell[field]:{fmt}} [n/a]"
+  return f"{cell[field]:{fmt}} [{cell['lo']:{fmt}}, {cell['hi']:{fmt}}]"
+
+
+def error_bars(cells: Sequence[Mapping[str, float]], field: str) -> list[list[float]]:
+  """``[[below...], [above...]]`` for matplotlib; 0 where the interval is unbounded."""
+  def finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+  return [[finite(c[field] - c["lo"]) for c in cells], [finite(c["hi"] - c[field]) for c in cells]]
 
 
 def pct(score: Mapping[str, float]) -> str:

@@ -89,16 +89,15 @@ def compare(cont: list[dict], scratch: list[dict]) -> dict[str, dict]:
       k2, n2 = sum(s[key]["correct"] for s in scratch), sum(s[key]["total"] for s in scratch)
       mean = k1 / n1 - k2 / n2
       lo, hi = scoring.newcombe_interval(k1, n1, k2, n2)
-    called = len(cont) > 1 or not key.startswith("ppl")
-    out[key] = {"diff": mean, "lo": lo, "hi": hi,
-                "differs": bool(called and (lo > 0 or hi < 0))}
+    out[key] = {"diff": mean, "lo": lo, "hi": hi, "differs": bool(lo > 0 or hi < 0)}
   return out
 
 
 def plot(curves: dict[str, list], summary: dict[str, dict], steps: int, path: str,
          title: str) -> None:
+  """Training loss against total steps; final perplexities; final probe exact match."""
   plt = common.pyplot()
-  fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
+  fig, (ax, px, bx) = plt.subplots(1, 3, figsize=(14, 3.6))
   colours = {"rope": "tab:blue", "cont": "tab:green", "scratch": "tab:orange"}
   for run, seeds in curves.items():
     for i, (x, y) in enumerate(seeds):
@@ -109,21 +108,19 @@ def plot(curves: dict[str, list], summary: dict[str, dict], steps: int, path: st
   ax.set_xlabel("total training steps")
   ax.set_ylabel("training loss (mixture)")
   ax.legend(fontsize=7)
-  keys = [k for k in summary["rope"] if k != "step"]
-  width = 0.27
-  for i, run in enumerate(RUNS):
-    vals, errs = [], [[], []]
-    for key in keys:
-      cell = summary[run][key]
-      field = "mean" if key.startswith("ppl") else "accuracy"
-      vals.append(cell[field])
-      errs[0].append(cell[field] - cell["lo"])
-      errs[1].append(cell["hi"] - cell[field])
-    bx.bar([j + (i - 1) * width for j in range(len(keys))], vals, width, yerr=errs, capsize=2,
-           color=colours[run], label=LABELS[run])
-  bx.set_xticks(range(len(keys)), keys, rotation=30, fontsize=7)
-  bx.set_yscale("log")
-  bx.set_title("final measurements (ppl: lower is better; probes: exact match)", fontsize=8)
+  for axis, prefix, field in ((px, "ppl", "mean"), (bx, "", "accuracy")):
+    keys = [k for k in summary["rope"] if k != "step" and k.startswith("ppl") == bool(prefix)]
+    width = 0.27
+    for i, run in enumerate(RUNS):
+      cells = [summary[run][key] for key in keys]
+      vals = [c[field] for c in cells]
+      axis.bar([j + (i - 1) * width for j in range(len(keys))], vals, width,
+               yerr=common.error_bars(cells, field),
+               capsize=2, color=colours[run], label=LABELS[run])
+    axis.set_xticks(range(len(keys)), keys, rotation=20, fontsize=7)
+  px.set_title("corpus perplexity (lower is better)", fontsize=9)
+  bx.set_title("probe exact match [Wilson 95%]", fontsize=9)
+  bx.set_ylim(0, 1)
   fig.tight_layout()
   common.save_figure(fig, path, title)
 
@@ -155,11 +152,10 @@ def main(argv: list[str]) -> None:
     cells = []
     for key in keys:
       c = summary[run][key]
-      cells.append(f"{c['mean']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]" if key.startswith("ppl")
-                   else common.pct(c))
+      cells.append(common.interval(c) if key.startswith("ppl") else common.pct(c))
     rows.append([LABELS[run]] + cells)
   rows.append(["cont − scratch"] + [
-      f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" + (" *" if d["differs"] else "")
+      common.interval(d, "diff", "+.3f") + (" *" if d["differs"] else "")
       for d in (diff[k] for k in keys)])
   payload = {"scale": scale.name, "p": _P.value, "steps_each": steps, "seeds": _SEEDS.value,
              "seq_len": seq_len, "summary": summary, "cont_minus_scratch": diff, "per_seed": raw}

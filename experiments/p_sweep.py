@@ -52,8 +52,7 @@ def plot(summary: dict[float, dict], path: str, title: str) -> None:
     for mult, marker in ((1, "o"), (4, "s")):
       cells = [summary[p][f"{key}_{mult}x"] for p in ps]
       y = np.array([c[field] for c in cells])
-      err = np.array([[c[field] - c["lo"] for c in cells], [c["hi"] - c[field] for c in cells]])
-      ax.errorbar(ps, y, yerr=err, marker=marker, capsize=3, label=f"{mult}x train length")
+      ax.errorbar(ps, y, yerr=common.error_bars(cells, field), marker=marker, capsize=3, label=f"{mult}x train length")
     ax.set_xlabel("p (fraction of RoPE frequencies kept)")
     ax.set_title(label)
     ax.set_xticks(ps, [f"{p:g}" for p in ps], fontsize=7)
@@ -95,8 +94,7 @@ def main(argv: list[str]) -> None:
   rows = []
   for p in ps:
     s = summary[p]
-    ppl = [f"{s[f'ppl_{m}x']['mean']:.2f} [{s[f'ppl_{m}x']['lo']:.2f}, "
-           f"{s[f'ppl_{m}x']['hi']:.2f}]" for m in (1, 4)]
+    ppl = [common.interval(s[f"ppl_{m}x"]) for m in (1, 4)]
     rows.append([f"{p:g}"] + ppl + [common.pct(s[f"{n}_{m}x"]) for n in common.PROBES
                                     for m in (1, 4)])
   payload = {"scale": scale.name, "seq_len": seq_len, "seeds": _SEEDS.value,

@@ -43,7 +43,7 @@ def test_t_interval_for_two_samples_is_mean_plus_minus_12_706_se():
   mean, lo, hi = scoring.t_interval([1.0, 3.0])
   assert mean == 2.0
   assert hi - mean == pytest.approx(12.7062047 * math.sqrt(2) / math.sqrt(2), rel=1e-6)
-  assert scoring.t_interval([4.0]) == (4.0, 4.0, 4.0)
+  assert scoring.t_interval([4.0]) == (4.0, -math.inf, math.inf)
 
 
 def test_exact_match_needs_every_answer_token_and_skips_rows_without_answers():

@@ -71,14 +71,15 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.
 
 
 def t_interval(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-  """``(mean, lo, hi)``: Student's t interval of the mean (``lo = hi = mean`` for one sample)."""
+  """``(mean, lo, hi)``: Student's t interval of the mean; ``(-inf, inf)`` for one sample (one
+  seed says nothing about the spread, so nothing can be called)."""
   x = np.asarray(samples, np.float64)
   if x.ndim != 1 or x.size < 1:
     raise ValueError(f"t_interval needs a non-empty 1-D sequence, got shape {x.shape}.")
   _z(confidence)
   mean = float(x.mean())
   if x.size == 1:
-    return mean, mean, mean
+    return mean, -math.inf, math.inf
   from scipy import stats  # pylint: disable=g-import-not-at-top
   half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
   return mean, mean - half, mean + half
