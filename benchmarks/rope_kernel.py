@@ -90,11 +90,17 @@ def main(_):
       f"{report.machine_line()}\n\n"
       "Ratio = median time of the candidate / median time of one elementwise pass (`x * c`) "
       "over the same bytes, measured in the same run, interleaved in a shuffled order each "
-      "round. Lower is better; 1.00x is the floor. `apply_rope` evaluates sin/cos once per "
-      "position of the row (`arange(L)`, gathered by position; a `lax.cond` falls back to "
-      "direct evaluation for positions outside [0, L)) and then makes one fused rotation pass; "
-      "the straightforward formulation lets XLA fuse sin/cos into the rotation loop, where "
-      "XLA:CPU recomputes them for every head and pair member.\n\n" + report.markdown_table(["dtype", "candidate", "time / floor"], rows))
+      "round. Lower is better; 1.00x is the floor. `apply_rope` evaluates cos/sin directly at "
+      "every position of every row with a vectorised polynomial (`rope.sincos`: no table "
+      "indexed by position, no data-dependent branch, so decoding offsets and packed positions "
+      "take the same path), materialises them once (`lax.optimization_barrier`) and then makes "
+      "one fused rotation pass. Until 2026-12 it evaluated `jnp.sin`/`jnp.cos` over "
+      "`arange(L)` and gathered rows by position behind a `lax.cond` (direct evaluation for "
+      "positions outside [0, L)); on XLA:CPU `jnp.sin`/`jnp.cos` are scalar library calls, so "
+      "the polynomial at B times more positions is still cheaper. The straightforward "
+      "formulation lets XLA fuse sin/cos into the rotation loop, where XLA:CPU recomputes "
+      "them for every head and pair member.\n\n"
+      + report.markdown_table(["dtype", "candidate", "time / floor"], rows))
   if not on_cpu:
     abs_rows = [[dt, name, f"{t * 1e6:.1f}"] for dt, med in results.items()
                 for name, t in med.items()]

@@ -25,6 +25,7 @@ import numpy as np
 from rope_jax import rope
 from rope_jax.analysis import decay
 from rope_jax.analysis import plots
+from rope_jax.config.schema import RopeConfig
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,18 +46,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> list[str]:
   args = parse_args(argv)
-  rope_kwargs = dict(theta=args.theta, fraction=args.fraction, variant=args.variant)
+  encoding = RopeConfig(theta=args.theta, fraction=args.fraction, variant=args.variant,
+                        layout=args.layout)
   distances = np.unique(np.linspace(0, args.max_distance, args.num_points).round().astype(int))
   iid_rng, repeated_rng = jax.random.split(jax.random.key(args.seed))
   ones = np.asarray(decay.all_ones_activation(
-      distances, head_dim=args.head_dim, layout=args.layout, **rope_kwargs))
-  bound = decay.roformer_relative_upper_bound(distances, head_dim=args.head_dim, **rope_kwargs)
+      distances, head_dim=args.head_dim, rope=encoding))
+  bound = decay.roformer_relative_upper_bound(distances, head_dim=args.head_dim, rope=encoding)
   iid = np.asarray(decay.iid_gaussian_activation(
-      iid_rng, distances, head_dim=args.head_dim, num_samples=args.num_samples,
-      layout=args.layout, **rope_kwargs))
+      iid_rng, distances, head_dim=args.head_dim, num_samples=args.num_samples, rope=encoding))
   repeated = np.asarray(decay.repeated_gaussian_activation(
-      repeated_rng, distances, head_dim=args.head_dim, num_samples=args.num_pairs,
-      layout=args.layout, **rope_kwargs))
+      repeated_rng, distances, head_dim=args.head_dim, num_samples=args.num_pairs, rope=encoding))
 
   os.makedirs(args.out, exist_ok=True)
   np.savez(os.path.join(args.out, "fig2_decay.npz"), distances=distances, all_ones=ones,

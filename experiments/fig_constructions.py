@@ -31,6 +31,7 @@ import numpy as np
 from rope_jax import rope
 from rope_jax.analysis import plots
 from rope_jax.analysis import positional_heads as ph
+from rope_jax.config.schema import RopeConfig
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -62,11 +63,11 @@ def prop52_alphas(args, *, width: int = 16, weight_scale: float = 2.0) -> tuple[
   w_k = jax.random.normal(kk, (n, width, width)) * weight_scale / np.sqrt(width)
   x_bos, x = jax.random.normal(kb, (n, width)), jax.random.normal(kx, (n, width))
   attend = jax.jit(jax.vmap(
-      lambda a, b, c, d, p: ph.repeated_token_attention(a, b, c, d, theta=args.theta,
-                                                        fraction=p, layout=args.layout),
+      lambda a, b, c, d, encoding: ph.repeated_token_attention(a, b, c, d, rope=encoding),
       in_axes=(0, 0, 0, 0, None)), static_argnums=4)
-  return (np.asarray(attend(w_q, w_k, x_bos, x, 0.0)[:, 2, 2]),
-          np.asarray(attend(w_q, w_k, x_bos, x, 1.0)[:, 2, 2]))
+  nope, full = (RopeConfig(theta=args.theta, fraction=p, layout=args.layout) for p in (0.0, 1.0))
+  return (np.asarray(attend(w_q, w_k, x_bos, x, nope)[:, 2, 2]),
+          np.asarray(attend(w_q, w_k, x_bos, x, full)[:, 2, 2]))
 
 
 def main(argv: Sequence[str] | None = None) -> list[str]:
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
   H, L, eps = args.head_dim, args.seq_len, args.eps
   freqs = rope.frequency_ladder(H, args.theta)
   norms = np.logspace(-1, 4.5, 300)
-  kw = dict(head_dim=H, seq_len=L, theta=args.theta, layout=args.layout)
+  kw = dict(head_dim=H, seq_len=L, rope=RopeConfig(theta=args.theta, layout=args.layout))
   os.makedirs(args.out, exist_ok=True)
   paths, record = [], {"norms": norms, "freqs": freqs}
 

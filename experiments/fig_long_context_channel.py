@@ -26,6 +26,7 @@ import numpy as np
 from rope_jax import rope
 from rope_jax.analysis import plots
 from rope_jax.analysis import semantic_channels as sc
+from rope_jax.config.schema import RopeConfig
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -49,14 +50,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[str]:
   args = parse_args(argv)
   H, last = args.head_dim, args.head_dim // 2 - 1
+  p_rope = RopeConfig(theta=args.theta, fraction=args.fraction)
   lowest = {
-      f"RoPE θ = {args.theta:g}": sc.channel_frequency(H, last, theta=args.theta),
-      f"RoPE θ = {args.long_theta:g}": sc.channel_frequency(H, last, theta=args.long_theta),
-      f"{args.fraction:g}-RoPE (identity)": sc.channel_frequency(
-          H, last, theta=args.theta, fraction=args.fraction),
+      f"RoPE θ = {args.theta:g}": sc.channel_frequency(H, last, rope=RopeConfig(theta=args.theta)),
+      f"RoPE θ = {args.long_theta:g}": sc.channel_frequency(
+          H, last, rope=RopeConfig(theta=args.long_theta)),
+      f"{args.fraction:g}-RoPE (identity)": sc.channel_frequency(H, last, rope=p_rope),
   }
   kept = rope.num_rotated_pairs(H, args.fraction) - 1
-  p_rope_slowest = sc.channel_frequency(H, kept, theta=args.theta, fraction=args.fraction)
+  p_rope_slowest = sc.channel_frequency(H, kept, rope=p_rope)
   os.makedirs(args.out, exist_ok=True)
   paths = []
 

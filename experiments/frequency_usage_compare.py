@@ -5,7 +5,8 @@ r"""Frequency usage and positional heads of several trained runs, side by side (
 
 Every run (RoPE, p-RoPE, NoPE, ...) is restored onto the host CPU (parameters only), run on the
 same prompts (default: the ten Shakespeare quotes of ``rope_jax/analysis/prompts.txt``) with its
-own vocabulary, and measured as ``python -m rope_jax.analyze`` does. Writes into ``--out``:
+own vocabulary, and measured as ``python -m rope_jax.analyze`` does (``rope_jax.analysis.measure``
+and ``report``). Writes into ``--out``:
 
 * ``frequency_usage_compare.png``: one column per run (titled with its positional encoding),
   rows queries / keys / values (the control); each panel is layer × RoPE chunk (high → low
@@ -27,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from rope_jax import analyze
-from rope_jax.checkpoint import rundir as restore
+from rope_jax import errors
+from rope_jax.analysis import measure as measure_lib
+from rope_jax.analysis import report
+from rope_jax.checkpoint import rundir
 
 ROW_TITLES = {"q": "queries q", "k": "keys k", "v": "values v (control)"}
 
@@ -50,19 +53,19 @@ def _unique_names(workdirs: Sequence[str]) -> list[str]:
 
 def measure_run(workdir: str, texts: Sequence[str], *, step: int | None = None,
                 vocab_path: str = "", batch_size: int = 16,
-                ) -> tuple[restore.Restored, analyze.Measurement, dict[str, Any]]:
+                ) -> tuple[rundir.Restored, measure_lib.Measurement, dict[str, Any]]:
   """Restores one run on the host CPU and measures it on ``texts``.
 
   Returns:
-    ``(restored, measurement, info)`` (``info``: ``analyze.run_info``).
+    ``(restored, measurement, info)`` (``info``: ``report.run_info``).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  with jax.default_device(restore.host_device()):
-    restored = restore.load(workdir, step)
-    vocab = analyze.load_vocabulary(restored, vocab_path)
-    prompts = analyze.encode_prompts(vocab, texts, vocab_size=restored.model_config.vocab_size)
-    m = analyze.measure(restored.model, prompts, batch_size=batch_size)
-  return restored, m, analyze.run_info(restored, workdir, texts, m)
+  with jax.default_device(jax.devices("cpu")[0]):
+    restored = measure_lib.load_run(workdir, step)
+    tokenizer = measure_lib.run_tokenizer(restored, vocab_path)
+    prompts = measure_lib.encode_prompts(tokenizer, texts, restored.model_config)
+    m = measure_lib.measure(restored.model, prompts, batch_size=batch_size)
+  return restored, m, report.run_info(restored, workdir, texts, m)
 
 
 def _frequency_marks(ax: Any, freqs: np.ndarray, *, top_axis: bool) -> None:
@@ -144,12 +147,12 @@ def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
     The written paths.
 
   Raises:
-    FileNotFoundError, ValueError, checkpoint.CorruptCheckpointError: as ``rope_jax.analyze``.
+    errors.BadInputError, errors.NoCheckpointError: as ``report.analyze``.
   """
   from rope_jax.analysis import plots  # pylint: disable=g-import-not-at-top
   if not workdirs:
-    raise ValueError("compare needs at least one run directory.")
-  texts = analyze.read_prompts(prompts)
+    raise errors.BadInputError("compare needs at least one run directory.")
+  texts = measure_lib.read_prompts(prompts)
   names = _unique_names(workdirs)
   runs = []
   for name, workdir in zip(names, workdirs):
@@ -162,11 +165,11 @@ def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
   if per_run:
     for name, _, restored, m, info in runs:
       cfg = restored.model_config
-      freqs = analyze.chunk_frequencies(cfg)
+      freqs = measure_lib.chunk_frequencies(cfg)
       run_out = os.path.join(out, name)
-      paths += analyze.write_frequency_usage(m, info, run_out, freqs=freqs,
-                                             layers=sorted({0, cfg.num_layers - 1}))
-      paths += analyze.write_heads(m, info, run_out, freqs=freqs, epsilon=0.5, top_k=3)
+      paths += report.write_frequency_usage(m, info, run_out, freqs=freqs,
+                                            layers=sorted({0, cfg.num_layers - 1}))
+      paths += report.write_heads(m, info, run_out, freqs=freqs, epsilon=0.5, top_k=3)
 
   columns = [f"{name}: {info['positional_encoding']}\nstep {restored.step}"
              for name, _, restored, _, info in runs]
@@ -176,7 +179,7 @@ def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
       columns, [{k: m.usage[k].mean(axis=1) for k in ROW_TITLES} for _, _, _, m, _ in runs],
       rows=ROW_TITLES, xlabel="RoPE chunk k (high → low frequency)", ylabel="layer",
       units="mean chunk 2-norm ‖x⁽ᵏ⁾‖\n(activation units)",
-      freqs=[analyze.chunk_frequencies(r.model_config) for _, _, r, _, _ in runs],
+      freqs=[measure_lib.chunk_frequencies(r.model_config) for _, _, r, _, _ in runs],
       title=f"Frequency usage per layer by positional encoding\n{subtitle}")
   paths.append(plots.save_figure(fig, os.path.join(out, "frequency_usage_compare.png")))
   fig = plot_compare(
@@ -191,7 +194,7 @@ def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
   result = {"prompts": list(texts), "runs": []}
   csv_rows = []
   for name, workdir, restored, m, info in runs:
-    freqs = analyze.chunk_frequencies(restored.model_config)
+    freqs = measure_lib.chunk_frequencies(restored.model_config)
     per_layer = {k: m.usage[k].mean(axis=1) for k in ROW_TITLES}
     result["runs"].append({
         "name": name, "workdir": workdir, "step": restored.step,
@@ -199,22 +202,34 @@ def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
         "num_tokens": m.num_tokens, "num_queries": m.num_queries,
         "chunk_frequencies": None if freqs is None else np.round(freqs, 10).tolist(),
         "frequency_usage_per_layer": {k: np.round(v, 5).tolist() for k, v in per_layer.items()},
-        **{kind: np.round(m.scores[kind], 5).tolist() for kind in analyze.HEAD_KINDS},
+        **{kind: np.round(m.scores[kind], 5).tolist() for kind in measure_lib.HEAD_KINDS},
     })
     for k, values in per_layer.items():
       for (layer, chunk), value in np.ndenumerate(values):
         csv_rows.append((name, info["positional_encoding"], k, layer, chunk,
                          "" if freqs is None else f"{freqs[chunk]:.6g}", f"{value:.6g}"))
-  paths.append(analyze.write_json(
+  paths.append(report.write_json(
       os.path.join(out, "frequency_usage_compare.json"), result))
-  paths.append(analyze.write_csv(
+  paths.append(report.write_csv(
       os.path.join(out, "frequency_usage_compare.csv"),
       ("run", "positional_encoding", "activation", "layer", "chunk", "frequency_rad_per_token",
        "mean_chunk_norm"), csv_rows))
   return paths
 
 
-def main(argv: Sequence[str]) -> None:
+def _define_flags() -> None:
+  """The script's flags (defined by :func:`main` only, so the Table 2 job, which has its own
+  --workdir, can import compare())."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_list("workdirs", None, "Comma-separated run directories (one column each).")
+  flags.DEFINE_string("out", None, "Output directory.")
+  flags.DEFINE_string("prompts", None, "Prompts file (default: built-in Shakespeare quotes).")
+  flags.DEFINE_integer("step", None, "Checkpoint step of every run (default: newest).")
+  flags.DEFINE_string("vocab_path", "", "SentencePiece model overriding the runs' vocabulary.")
+  flags.DEFINE_integer("batch_size", 16, "Prompts per forward pass.")
+
+
+def _run(argv: Sequence[str]) -> None:
   import sys  # pylint: disable=g-import-not-at-top
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
@@ -223,24 +238,20 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   try:
     if not f.workdirs or not f.out:
-      raise ValueError("--workdirs and --out are required.")
+      raise errors.BadInputError("--workdirs and --out are required.")
     paths = compare(f.workdirs, f.out, prompts=f.prompts, step=f.step, vocab_path=f.vocab_path,
                     batch_size=f.batch_size)
-  except analyze.USER_ERRORS as e:
+  except (errors.RopeJaxError, ValueError, OSError) as e:
     print(f"frequency_usage_compare: error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(errors.exit_code(e))
   print(f"Wrote {len(paths)} files to {f.out}")
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(_run, argv=argv)
+
+
 if __name__ == "__main__":
-  from absl import app as _app  # pylint: disable=g-import-not-at-top
-  from absl import flags as _flags  # pylint: disable=g-import-not-at-top
-  # Flags are defined only when run as a program, so the Table 2 job (which has its own
-  # --workdir) can import compare().
-  _flags.DEFINE_list("workdirs", None, "Comma-separated run directories (one column each).")
-  _flags.DEFINE_string("out", None, "Output directory.")
-  _flags.DEFINE_string("prompts", None, "Prompts file (default: built-in Shakespeare quotes).")
-  _flags.DEFINE_integer("step", None, "Checkpoint step of every run (default: newest).")
-  _flags.DEFINE_string("vocab_path", "", "SentencePiece model overriding the runs' vocabulary.")
-  _flags.DEFINE_integer("batch_size", 16, "Prompts per forward pass.")
-  _app.run(main)
+  main()

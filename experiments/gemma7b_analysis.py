@@ -19,10 +19,10 @@ Writes ``frequency_usage.npz``, ``fig3_frequency_usage_layers.png``,
 ``fig4_frequency_usage_layer<L>.png``, ``positional_heads.json`` and
 ``attention_<kind>_L<l>H<h>.png`` into ``--out``. Heads and layers are 0-indexed throughout.
 
-The measurement is ``rope_jax.analyze``'s (``measure``, ``read_prompts``, ``encode_prompts``) on
-the parameters restored by ``rope_jax.checkpoint.rundir`` (parameters only, onto the first local
-device); only these figures and the head report are specific to this script. ``python -m
-rope_jax.analyze`` writes the general outputs (CSV, JSON, ...) of the same measurement.
+The measurement is ``rope_jax.analysis.measure``'s (``load_run``, ``run_tokenizer``, ``measure``)
+on the parameters restored by ``rope_jax.checkpoint.rundir`` (parameters only, moved onto the
+first local device); only these figures and the head report are specific to this script.
+``python -m rope_jax.analyze`` writes the general outputs (CSV, JSON, ...) of the same measurement.
 """
 
 from __future__ import annotations
@@ -35,11 +35,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from rope_jax import analyze
-from rope_jax.model import transformer as model_lib
-from rope_jax.data import text
+from rope_jax.analysis import measure as measure_lib
 from rope_jax.analysis import positional_heads
-from rope_jax.checkpoint import rundir as restore
+from rope_jax.analysis import report as report_lib
+from rope_jax.model import transformer as model_lib
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -59,14 +58,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def analyse(model: model_lib.Transformer, prompts: Sequence[Sequence[int]], *,
             batch_size: int = 8) -> dict[str, Any]:
-  """Frequency usage and positional-head scores over token prompts (``analyze.measure``).
+  """Frequency usage and positional-head scores over token prompts (``measure.measure``).
 
   Returns:
     ``{"q", "k", "v": [num_layers, heads, H/2]`` mean chunk norms (high → low frequency),
     ``"diagonal", "previous_token": [num_layers, N]`` mean attention scores,
     ``"attn_first": [num_layers, N, L, L]`` attention of the first prompt``}``.
   """
-  m = analyze.measure(model, prompts, batch_size=batch_size)
+  m = measure_lib.measure(model, prompts, batch_size=batch_size)
   return {**m.usage, **m.scores, "attn_first": m.attention}
 
 
@@ -74,18 +73,17 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
   args = parse_args(argv)
   from rope_jax.analysis import plots  # pylint: disable=g-import-not-at-top
 
-  restored = restore.load(args.workdir, args.step, device=jax.local_devices()[0])
+  restored = measure_lib.load_run(args.workdir, args.step, device=jax.local_devices()[0])
   step, model, cfg = restored.step, restored.model, restored.model_config
   if not 0 <= args.layer < cfg.num_layers:
     raise ValueError(f"--layer must be in [0, {cfg.num_layers}), got {args.layer}.")
-  # rope_jax.data.text, not analyze.load_vocabulary: --vocab=bytes, and no TensorFlow.
-  tokenizer = text.load_tokenizer(args.vocab, restored.metadata.get("config"))
-  prompts = analyze.encode_prompts(tokenizer, analyze.read_prompts(args.prompts),
-                                   vocab_size=cfg.vocab_size, add_bos=not args.no_bos)
+  tokenizer = measure_lib.run_tokenizer(restored, args.vocab)  # --vocab=bytes: UTF-8 bytes.
+  prompts = measure_lib.encode_prompts(tokenizer, measure_lib.read_prompts(args.prompts), cfg,
+                                       add_bos=not args.no_bos)
   result = analyse(model, prompts, batch_size=args.batch_size)
 
   os.makedirs(args.out, exist_ok=True)
-  freqs = analyze.chunk_frequencies(cfg)  # None when the layers' encodings differ.
+  freqs = measure_lib.chunk_frequencies(cfg)  # None when the layers' encodings differ.
   np.savez(os.path.join(args.out, "frequency_usage.npz"),
            **({} if freqs is None else {"chunk_frequencies": freqs}),
            **{k: result[k] for k in ("q", "k", "v", "diagonal", "previous_token")})
@@ -107,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
             "epsilon": args.epsilon, "heads": heads,
             "scores": {kind: np.round(result[kind], 4).tolist()
                        for kind in ("diagonal", "previous_token")}}
-  paths.append(analyze.write_json(os.path.join(args.out, "positional_heads.json"), report))
+  paths.append(report_lib.write_json(os.path.join(args.out, "positional_heads.json"), report))
   for kind, found in heads.items():
     top = ", ".join(f"L{l}H{h} {s:.3f}" for l, h, s in found[:8]) or "none"
     print(f"{kind} heads (mean score > {threshold:g}): {top}")

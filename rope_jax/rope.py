@@ -27,8 +27,10 @@ Shapes: ``x`` is ``[..., L, N, H]`` and ``positions`` is ``[..., L]`` with the s
 Positions are integer token indices (any values: packed sequences restart at 0, decoding offsets).
 Angles are computed in float32 whatever the input dtype; the output has the input's dtype.
 
-All hyperparameters are static Python values and are validated eagerly, so a bad value raises a
-``ValueError`` at trace time, before anything is compiled.
+All hyperparameters are static Python values, validated once at each public entry
+(:func:`apply_rope`, :func:`rope_tables`, :func:`rotary_frequencies`, ...; the private helpers
+they call trust their arguments), so a bad value raises a ``ValueError`` at trace time, before
+anything is compiled.
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ def frequency_ladder(head_dim: int, theta: float = DEFAULT_THETA) -> np.ndarray:
     float64 numpy array ``[H/2]`` in radians per token.
   """
   validate_rope_args(head_dim, theta=theta)
+  return _ladder(head_dim, theta)
+
+
+def _ladder(head_dim: int, theta: float) -> np.ndarray:
   return float(theta) ** (-2.0 * np.arange(head_dim // 2, dtype=np.float64) / head_dim)
 
 
@@ -110,13 +116,19 @@ def rotary_frequencies(
     ``p_rope``/``reversed`` and ``R = 2·int(p·H//2)`` for ``partial``.
   """
   validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant)
+  return _rotary_frequencies(head_dim, theta, fraction, variant)
+
+
+def _rotary_frequencies(head_dim: int, theta: float, fraction: float, variant: str
+                        ) -> tuple[np.ndarray, int]:
+  """:func:`rotary_frequencies` for arguments already validated."""
   kept = num_rotated_pairs(head_dim, fraction)
   if variant == "partial":
     rotary_dim = 2 * kept
     if rotary_dim == 0:
       return np.zeros((0,), np.float64), 0
-    return frequency_ladder(rotary_dim, theta), rotary_dim
-  freqs = frequency_ladder(head_dim, theta)
+    return _ladder(rotary_dim, theta), rotary_dim
+  freqs = _ladder(head_dim, theta)
   removed = head_dim // 2 - kept
   if variant == "p_rope":
     freqs[kept:] = 0.0  # The slowest (1-p) fraction becomes identity.
@@ -192,32 +204,36 @@ def rotate(x: jax.Array, cos: jax.Array, sin: jax.Array, layout: str = "split_ha
   return out.reshape(x.shape)
 
 
-def _sincos_table(positions: jax.Array, freqs: np.ndarray, scale_factor: float
-                  ) -> tuple[jax.Array, jax.Array]:
-  """cos/sin of ``positions [..., L] x freqs [F]`` as float32 ``[..., L, F]``, computed once.
+# Cody-Waite split of pi/2 (the first two parts have trailing zero bits, so k * part is exact for
+# |k| < 2^12) and the minimax polynomials of Cephes' sinf/cosf on [-pi/4, pi/4].
+_PIO2 = (np.float32(1.5703125), np.float32(4.837512969970703125e-4),
+         np.float32(7.54978995489188216e-8))
+_SIN_POLY = (np.float32(-1.9515295891e-4), np.float32(8.3321608736e-3),
+             np.float32(-1.6666654611e-1))
+_COS_POLY = (np.float32(2.443315711809948e-5), np.float32(-1.388731625493765e-3),
+             np.float32(4.166664568298827e-2))
 
-  Positions almost always lie in ``[0, L)`` (training rows, packed documents, evaluation), so
-  the table is evaluated for ``arange(L)`` only (B times fewer sin/cos than per row) and its
-  rows are gathered; any position outside that range (e.g. decoding at an offset) takes the
-  direct path. Both paths evaluate the same float32 formula. The ``lax.cond`` also keeps XLA
-  from fusing sin/cos into the rotation loop, where XLA:CPU would recompute them for every
-  head and pair member (16x for Gemma's [B, L, 8, 256]).
+
+def sincos(angles: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(cos, sin)`` of float32 ``angles [...]`` (radians) in elementwise arithmetic only.
+
+  The angle is reduced to ``r`` in [-pi/4, pi/4] around the nearest multiple ``k·pi/2``, two short
+  polynomials give cos r and sin r, and the quadrant ``k mod 4`` picks and signs them (a select,
+  not a branch). Within ~1e-7 of float64 cos/sin of the same float32 angle for |angle| up to
+  ~1e5 (beyond that the float32 angle itself is the larger error); exactly (1, 0) at 0. Unlike
+  ``jnp.cos``/``jnp.sin`` (scalar library calls on XLA:CPU) this vectorises, so evaluating it per
+  position of every row costs a fraction of one pass over the queries.
   """
-  length = positions.shape[-1]
-
-  def direct(pos):
-    angles = rope_angles(pos, freqs, scale_factor)
-    return jnp.cos(angles), jnp.sin(angles)
-
-  def by_position(pos):
-    cos, sin = direct(jnp.arange(length, dtype=jnp.int32))
-    return jnp.take(cos, pos, axis=0, mode="clip"), jnp.take(sin, pos, axis=0, mode="clip")
-
-  if not jnp.issubdtype(positions.dtype, jnp.integer):
-    return direct(positions)  # Fractional positions (analysis): no table to index.
-  positions = positions.astype(jnp.int32)
-  in_range = jnp.all((positions >= 0) & (positions < length))
-  return jax.lax.cond(in_range, by_position, direct, positions)
+  a = angles.astype(jnp.float32)
+  k = jnp.round(a * np.float32(2.0 / np.pi))
+  r = ((a - k * _PIO2[0]) - k * _PIO2[1]) - k * _PIO2[2]
+  r2 = r * r
+  s = r + r * r2 * ((_SIN_POLY[0] * r2 + _SIN_POLY[1]) * r2 + _SIN_POLY[2])
+  c = 1.0 - 0.5 * r2 + r2 * r2 * ((_COS_POLY[0] * r2 + _COS_POLY[1]) * r2 + _COS_POLY[2])
+  quadrant = k.astype(jnp.int32) & 3  # Two's complement: -1 & 3 == 3.
+  cos = jnp.where(quadrant == 0, c, jnp.where(quadrant == 1, -s, jnp.where(quadrant == 2, -c, s)))
+  sin = jnp.where(quadrant == 0, s, jnp.where(quadrant == 1, c, jnp.where(quadrant == 2, -s, -c)))
+  return cos, sin
 
 
 def rope_tables(
@@ -229,13 +245,18 @@ def rope_tables(
     variant: str = "p_rope",
     scale_factor: float = 1.0,
 ) -> tuple[jax.Array, jax.Array] | None:
-  """cos/sin tables of a variant at ``positions``, shared by queries and keys.
+  """cos/sin tables of a variant at ``positions``, shared by queries and keys (and by layers).
 
-  Only the rotating frequencies are evaluated; identity pairs get exactly cos = 1, sin = 0, so
-  p-RoPE costs less than RoPE here, never more.
+  Evaluated directly at every position, whatever its value (packed documents restarting at 0,
+  decoding offsets, negative or fractional positions): no table indexed by position, no branch
+  on the data. Only the rotating frequencies are evaluated; identity pairs get exactly cos = 1,
+  sin = 0, so p-RoPE costs less than RoPE here, never more. The result passes through
+  ``lax.optimization_barrier`` so that XLA materialises it once instead of fusing the
+  evaluation into every rotation that reads it (XLA:CPU would redo it for every head and pair
+  member: 16x for Gemma's [B, L, 8, 256]).
 
   Args:
-    positions: ``[..., L]`` integer token positions.
+    positions: ``[..., L]`` integer (or float) token positions.
     head_dim: H.
     theta, fraction, variant, scale_factor: as in :func:`apply_rope`.
 
@@ -245,12 +266,19 @@ def rope_tables(
   """
   validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant,
                      scale_factor=scale_factor)
-  freqs, _ = rotary_frequencies(head_dim, theta=theta, fraction=fraction, variant=variant)
+  return _tables(positions, head_dim, theta, fraction, variant, scale_factor)
+
+
+def _tables(positions: jax.Array, head_dim: int, theta: float, fraction: float, variant: str,
+            scale_factor: float) -> tuple[jax.Array, jax.Array] | None:
+  """:func:`rope_tables` for arguments already validated."""
+  freqs, _ = _rotary_frequencies(head_dim, theta, fraction, variant)
   nonzero = np.flatnonzero(freqs)
   if nonzero.size == 0:
     return None
   lo, hi = int(nonzero[0]), int(nonzero[-1]) + 1  # Rotating pairs are one contiguous run.
-  cos, sin = _sincos_table(positions, freqs[lo:hi], scale_factor)  # [..., L, F']
+  cos, sin = jax.lax.optimization_barrier(
+      sincos(rope_angles(positions, freqs[lo:hi], scale_factor)))  # [..., L, F']
   pad = [(0, 0)] * (cos.ndim - 1) + [(lo, freqs.size - hi)]  # Identity pairs: exactly 1 and 0.
   cos = jnp.pad(cos, pad, constant_values=1.0)[..., None, :]
   sin = jnp.pad(sin, pad, constant_values=0.0)[..., None, :]
@@ -311,6 +339,5 @@ def apply_rope(
     raise ValueError(
         f"positions must have shape {x.shape[:-2]} (x's leading [..., L] dims for x of shape "
         f"{x.shape} = [..., L, N, H]), got {positions.shape}.")
-  tables = rope_tables(positions, head_dim, theta=theta, fraction=fraction, variant=variant,
-                       scale_factor=scale_factor)
+  tables = _tables(positions, head_dim, theta, fraction, variant, scale_factor)
   return apply_rope_tables(x, tables, layout=layout)

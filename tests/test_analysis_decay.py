@@ -8,6 +8,7 @@ import pytest
 
 from rope_jax import rope
 from rope_jax.analysis import decay
+from rope_jax.config.schema import RopeConfig
 
 THETA = 10_000.0
 
@@ -35,8 +36,8 @@ def test_all_ones_matches_float64_closed_form(head_dim, fraction, variant, layou
   # (1·cos φ − 1·sin φ) + (1·cos φ + 1·sin φ) = 2 cos φ, so a(r) = Σ_k 2 cos(r g_k).
   distances = np.array([0, 1, 2, 3, 7, 10, 50, 100, 999, 2500, 5000])
   got = np.asarray(decay.all_ones_activation(
-      distances, head_dim=head_dim, theta=THETA, fraction=fraction, variant=variant,
-      layout=layout))
+      distances, head_dim=head_dim,
+      rope=RopeConfig(theta=THETA, fraction=fraction, variant=variant, layout=layout)))
   want = 2.0 * np.cos(np.outer(distances, independent_ladder(head_dim, fraction, variant))).sum(1)
   assert got[0] == pytest.approx(head_dim, rel=1e-6)  # a(0) = ⟨1, 1⟩ = H.
   np.testing.assert_allclose(got, want, atol=2e-3 * head_dim)  # float32 angles up to 5000 rad.
@@ -113,6 +114,6 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="broadcast"):
     decay.rope_activation(np.ones((3, 8)), np.ones((3, 8)), np.arange(2))
   with pytest.raises(ValueError, match="variant"):
-    decay.all_ones_activation(np.arange(3), head_dim=8, variant="yarn")
+    decay.all_ones_activation(np.arange(3), head_dim=8, rope=RopeConfig(variant="yarn"))
   with pytest.raises(ValueError, match="S >= 2"):
     decay.mean_and_stderr(np.ones((1, 3)))

@@ -9,6 +9,7 @@ import pytest
 from rope_jax import rope
 from rope_jax.analysis import chunks
 from rope_jax.analysis import frequency_usage as fu
+from rope_jax.config.schema import RopeConfig
 
 H = 8
 # One compilation per kernel configuration (eager apply_rope compiles each of its ops).
@@ -43,19 +44,21 @@ def hand_built(layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("layout", rope.LAYOUTS)
 def test_hand_built_chunk_norms_in_order(layout):
   x, mask, want = hand_built(layout)
-  np.testing.assert_allclose(fu.mean_chunk_norms(x, mask, layout=layout), want, rtol=1e-6)
+  encoding = RopeConfig(layout=layout)
+  np.testing.assert_allclose(fu.mean_chunk_norms(x, mask, rope=encoding), want, rtol=1e-6)
   # Without the mask the 1e3 padding dominates: the mask is what keeps it out.
-  assert float(fu.mean_chunk_norms(x, layout=layout).max()) > 100
+  assert float(fu.mean_chunk_norms(x, rope=encoding).max()) > 100
   # The other pairing reads different dims as chunks, so it would report other numbers.
   other = [l for l in rope.LAYOUTS if l != layout][0]
-  assert not np.allclose(fu.mean_chunk_norms(x, mask, layout=other), want)
+  assert not np.allclose(fu.mean_chunk_norms(x, mask, rope=RopeConfig(layout=other)), want)
 
 
 @pytest.mark.parametrize("layout", rope.LAYOUTS)
 def test_chunks_match_the_kernel_pairs(layout):
   x = np.arange(2 * H, dtype=np.float32).reshape(2, H)
-  np.testing.assert_array_equal(chunks.rope_chunks(x, layout=layout), rope.to_pairs(x, layout))
-  np.testing.assert_array_equal(chunks.chunk_dims(H, layout=layout),
+  encoding = RopeConfig(layout=layout)
+  np.testing.assert_array_equal(chunks.rope_chunks(x, rope=encoding), rope.to_pairs(x, layout))
+  np.testing.assert_array_equal(chunks.chunk_dims(H, rope=encoding),
                                 [pair_dims(k, layout) for k in range(H // 2)])
 
 
@@ -78,20 +81,20 @@ def test_layer_and_intermediates_views():
 def test_identity_chunks_are_where_the_kernel_frequency_is_zero(variant, fraction, layout):
   head_dim = 16
   freqs = rope.chunk_frequencies(head_dim, fraction=fraction, variant=variant)
-  _, rotary_dim = rope.rotary_frequencies(head_dim, fraction=fraction, variant=variant)
   kw = dict(fraction=fraction, variant=variant, layout=layout)
+  encoding = RopeConfig(**kw)
   x = np.random.default_rng(0).normal(size=(2, 5, 3, head_dim)).astype(np.float32)
   positions = np.tile(np.arange(5), (2, 1))
   x_rot = apply_rope(x, positions, **kw)
-  found = fu.stationary_chunks(x, x_rot, layout=layout, rotary_dim=rotary_dim)
+  found = fu.stationary_chunks(x, x_rot, rope=encoding)
   np.testing.assert_array_equal(found, freqs == 0)
   # Energy put only in the identity chunks (via the analysis layout) is left alone by the kernel,
   # and frequency usage reports it exactly there.
-  dims = chunks.chunk_dims(head_dim, layout=layout, rotary_dim=rotary_dim)[freqs == 0].ravel()
+  dims = chunks.chunk_dims(head_dim, rope=encoding)[freqs == 0].ravel()
   only_identity = np.zeros_like(x)
   only_identity[..., dims] = np.asarray(x)[..., dims]
   np.testing.assert_array_equal(apply_rope(only_identity, positions, **kw), only_identity)
-  usage = np.asarray(fu.mean_chunk_norms(only_identity, layout=layout, rotary_dim=rotary_dim))
+  usage = np.asarray(fu.mean_chunk_norms(only_identity, rope=encoding))
   np.testing.assert_array_equal(usage.max(0) > 0, freqs == 0)
 
 
@@ -104,9 +107,13 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="no valid token"):
     fu.mean_chunk_norms(x, np.zeros((2, 3)))
   with pytest.raises(ValueError, match="layout"):
-    fu.mean_chunk_norms(x, layout="pairs")
-  with pytest.raises(ValueError, match="rotary_dim"):
-    fu.mean_chunk_norms(x, rotary_dim=3)
+    fu.mean_chunk_norms(x, rope=RopeConfig(layout="pairs"))
+  with pytest.raises(ValueError, match="fraction"):
+    fu.mean_chunk_norms(x, rope=RopeConfig(variant="partial", fraction=1.5))
+  with pytest.raises(ValueError, match="head_dim"):
+    fu.mean_chunk_norms(x[..., :H - 1])
+  with pytest.raises(ValueError, match="RopeConfig"):
+    fu.mean_chunk_norms(x, rope={"layout": "split_half"})
   with pytest.raises(ValueError, match="names"):
     fu.frequency_usage_from_intermediates([{"q": x}], names=("queries",))
   with pytest.raises(ValueError, match="has no 'k'"):

@@ -9,6 +9,7 @@ import pytest
 
 from rope_jax import rope
 from rope_jax.analysis import positional_heads as ph
+from rope_jax.config.schema import RopeConfig
 
 H = 32
 THETA = 10_000.0
@@ -71,7 +72,7 @@ def test_highest_frequency_is_sharpest(kind):
 def test_identity_chunk_builds_no_positional_head():
   """On a p-RoPE identity chunk (g = 0) every key looks alike: attention is uniform."""
   logits = ph.construction_logits("previous_token", head_dim=H, seq_len=8, chunk=H // 2 - 1,
-                                   norm=10.0, fraction=0.5)
+                                   norm=10.0, rope=RopeConfig(fraction=0.5))
   np.testing.assert_allclose(ph.causal_attention(logits)[-1], np.full(8, 1 / 8), rtol=1e-5)
   with pytest.raises(ValueError, match="never separates"):
     ph.sufficient_norm(0.0, 8, 0.1)
@@ -86,13 +87,13 @@ def test_nope_counterexample_holds_for_random_heads():
   w_k = jax.random.normal(rngs[1], (num, width, 8)) * scale
   x_bos, x = jax.random.normal(rngs[2], (num, width)), jax.random.normal(rngs[3], (num, width))
   attend = jax.jit(jax.vmap(
-      lambda a, b, c, d, p: ph.repeated_token_attention(a, b, c, d, fraction=p),
+      lambda a, b, c, d, encoding: ph.repeated_token_attention(a, b, c, d, rope=encoding),
       in_axes=(0, 0, 0, 0, None)), static_argnums=4)
-  nope = np.asarray(attend(w_q, w_k, x_bos, x, 0.0))
+  nope = np.asarray(attend(w_q, w_k, x_bos, x, RopeConfig(fraction=0.0)))
   assert np.all(nope[:, 2, 2] <= 0.5)
   np.testing.assert_array_equal(nope[:, 2, 2], nope[:, 2, 1])  # Identical logits, bit for bit.
   # RoPE breaks the tie: some random heads put more than half on the last token.
-  rope_attn = np.asarray(attend(w_q, w_k, x_bos, x, 1.0))
+  rope_attn = np.asarray(attend(w_q, w_k, x_bos, x, RopeConfig(fraction=1.0)))
   assert np.mean(rope_attn[:, 2, 2] > 0.5) > 0.1
 
 
@@ -103,8 +104,9 @@ def test_same_weights_diagonal_with_rope_not_with_nope():
   w = np.zeros((width, H), np.float32)
   w[0] = psi_row  # Token x = e_0 maps to ψ in the fastest chunk; BOS = e_1 maps to 0.
   x_bos, x = np.eye(width, dtype=np.float32)[1], np.eye(width, dtype=np.float32)[0]
-  assert float(ph.repeated_token_attention(w, w, x_bos, x, fraction=1.0)[2, 2]) > 0.99
-  assert float(ph.repeated_token_attention(w, w, x_bos, x, fraction=0.0)[2, 2]) <= 0.5
+  full, nope = RopeConfig(fraction=1.0), RopeConfig(fraction=0.0)
+  assert float(ph.repeated_token_attention(w, w, x_bos, x, rope=full)[2, 2]) > 0.99
+  assert float(ph.repeated_token_attention(w, w, x_bos, x, rope=nope)[2, 2]) <= 0.5
 
 
 def synthetic_attention(batch: int = 2, length: int = 6) -> np.ndarray:

@@ -9,6 +9,7 @@ import pytest
 
 from rope_jax import rope
 from rope_jax.analysis import semantic_channels as sc
+from rope_jax.config.schema import RopeConfig
 
 MARGINS = (0.5, 0.9, 0.99)
 
@@ -46,7 +47,7 @@ def test_closed_form_matches_the_kernel_simulation():
 def test_rope_lowest_frequency_breaks_and_p_rope_identity_never_does():
   head_dim, num_positions = 64, 3500
   lowest = sc.channel_frequency(head_dim, head_dim // 2 - 1)
-  identity = sc.channel_frequency(head_dim, head_dim // 2 - 1, fraction=0.75)
+  identity = sc.channel_frequency(head_dim, head_dim // 2 - 1, rope=RopeConfig(fraction=0.75))
   assert lowest == pytest.approx(10_000.0 ** (-62 / 64)) and identity == 0.0
   margin, norm = 0.9, math.sqrt(20 / (1 - 0.9))
   rope_sim = sc.simulate_channel(lowest, num_positions, margin=margin, norm=norm)
@@ -60,8 +61,8 @@ def test_rope_lowest_frequency_breaks_and_p_rope_identity_never_does():
 
 
 def test_larger_theta_breaks_later():
-  r_10k = sc.breaking_distance(sc.channel_frequency(256, 127, theta=1e4), 0.9)
-  r_500k = sc.breaking_distance(sc.channel_frequency(256, 127, theta=5e5), 0.9)
+  r_10k = sc.breaking_distance(sc.channel_frequency(256, 127, rope=RopeConfig(theta=1e4)), 0.9)
+  r_500k = sc.breaking_distance(sc.channel_frequency(256, 127, rope=RopeConfig(theta=5e5)), 0.9)
   assert r_500k > 40 * r_10k
 
 

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from rope_jax import analyze
+from rope_jax import errors
+from rope_jax.analysis import measure
+from rope_jax.analysis import report
 from rope_jax.checkpoint import manager as checkpoint
 from rope_jax.config import base as config_lib
 from rope_jax.checkpoint import rundir as restore
@@ -63,7 +65,7 @@ ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_interv
 ckpt.save(step, state, data_state={"position": 0}, metadata=metadata, force=True)
 ckpt.close()
 tokens = (np.arange(8 * 16).reshape(8, 16) * 37 + 5) % config.model.vocab_size
-forward = jax.jit(lambda params, tokens: nnx.merge(setup.graphdef, params)(tokens),
+forward = jax.jit(lambda params, tokens: nnx.merge(setup.graphdef, params)(tokens).logits,
                   in_shardings=(setup.param_shardings, setup.batch_sharding))
 with sharding.activate(setup.mesh, setup.rules):
   logits = forward(state["params"], jax.device_put(tokens.astype(np.int32), setup.batch_sharding))
@@ -145,7 +147,7 @@ def _logits(model, tokens):
   """``model(tokens)`` compiled once (eager would compile every op separately)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model)
-  return np.asarray(jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))(
+  return np.asarray(jax.jit(lambda s, t: nnx.merge(graphdef, s)(t).logits)(
       state, jnp.asarray(tokens, jnp.int32)))
 
 
@@ -170,7 +172,7 @@ def test_restore_imported_params_only_checkpoint(tmp_path):
   np.testing.assert_allclose(_logits(restored.model, tokens), _logits(model, tokens),
                              rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="imported weights.*--vocab_path"):
-    analyze.load_vocabulary(restored)
+    measure.run_tokenizer(restored)
 
 
 def test_restore_errors(tmp_path, sharded_run):
@@ -199,11 +201,11 @@ def test_describe_positional_encoding(arg, name):
 
 def test_analyze_argument_errors(sharded_run):
   with pytest.raises(ValueError, match="unknown analysis 'bogus'; valid: frequency_usage"):
-    analyze.parse_analyses("heads,bogus")
+    report.parse_analyses("heads,bogus")
   with pytest.raises(ValueError, match="--layer=5 is out of range: the model has 2 layers"):
-    analyze.analyze(sharded_run, "frequency_usage", "/nonexistent", layer=5)
+    report.analyze(sharded_run, "frequency_usage", "/nonexistent", layer=5)
   with pytest.raises(ValueError, match="--head=4 is out of range"):
-    analyze.analyze(sharded_run, "patterns", "/nonexistent", head=4)
+    report.analyze(sharded_run, "patterns", "/nonexistent", head=4)
 
 
 def test_measure_does_not_depend_on_batching(sharded_run):
@@ -211,8 +213,8 @@ def test_measure_does_not_depend_on_batching(sharded_run):
   model = restore.load_model(sharded_run)[0]
   rng = np.random.default_rng(0)
   prompts = [[2, *rng.integers(3, 2048, size=n).tolist()] for n in (3, 9, 5, 12, 1)]
-  one = analyze.measure(model, prompts, batch_size=16, prompt_index=3)
-  many = analyze.measure(model, prompts, batch_size=2, prompt_index=3)
+  one = measure.measure(model, prompts, batch_size=16, prompt_index=3)
+  many = measure.measure(model, prompts, batch_size=2, prompt_index=3)
   assert one.num_tokens == many.num_tokens == sum(len(p) for p in prompts)
   assert one.num_queries == sum(len(p) - 1 for p in prompts)
   for name in ("q", "k", "v"):
@@ -282,29 +284,33 @@ def test_cli_writes_every_analysis(sharded_run, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# (c) CLI errors: one line, non-zero exit, no traceback.
+# (c) CLI errors: one line, the exit code of rope_jax.errors, no traceback.
 
 
 def test_cli_errors(sharded_run, tmp_path):
   cases = {
       "missing_workdir": ([f"--workdir={tmp_path / 'nope'}", "--analysis=heads"],
-                          "does not exist"),
+                          "does not exist", errors.EXIT_NO_CHECKPOINT),
       "bad_step": ([f"--workdir={sharded_run}", "--step=99", "--analysis=heads"],
-                   f"No checkpoint for step 99 in .* available steps: \\[{STEP}\\]"),
+                   f"No checkpoint for step 99 in .* available steps: \\[{STEP}\\]",
+                   errors.EXIT_NO_CHECKPOINT),
       "bad_analysis": ([f"--workdir={sharded_run}", "--analysis=frequency,heads"],
-                       "unknown analysis 'frequency'; valid: frequency_usage, heads, patterns"),
+                       "unknown analysis 'frequency'; valid: frequency_usage, heads, patterns",
+                       errors.EXIT_BAD_INPUT),
+      "bad_layer": ([f"--workdir={sharded_run}", "--analysis=heads", "--layer=5"],
+                    "--layer=5 is out of range: the model has 2 layers", errors.EXIT_BAD_INPUT),
   }
   procs = {name: subprocess.Popen(
       [sys.executable, "-m", "rope_jax.analyze", *args, f"--out={tmp_path / name}"], cwd=REPO,
       env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for name, (args, _) in cases.items()}
+           for name, (args, _, _) in cases.items()}
   import re  # pylint: disable=g-import-not-at-top
   for name, proc in procs.items():
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 1, (name, stderr)
+    assert proc.returncode == cases[name][2], (name, proc.returncode, stderr)
     assert "Traceback" not in stderr, (name, stderr)
-    errors = [line for line in stderr.splitlines() if line.startswith("rope_jax.analyze: error:")]
-    assert len(errors) == 1 and re.search(cases[name][1], errors[0]), (name, stderr)
+    lines = [line for line in stderr.splitlines() if line.startswith("rope_jax.analyze: error:")]
+    assert len(lines) == 1 and re.search(cases[name][1], lines[0]), (name, stderr)
     assert not (tmp_path / name).exists()
 
 
@@ -330,3 +336,14 @@ def test_compare_runs_side_by_side(sharded_run, tmp_path):
   assert result["runs"][1]["chunk_frequencies"] == [0.0] * 32
   assert np.shape(result["runs"][0]["frequency_usage_per_layer"]["k"]) == (2, 32)
   assert np.shape(result["runs"][1]["previous_token"]) == (2, 4)
+
+
+def test_importing_the_cli_defines_no_flag_and_the_library_no_matplotlib():
+  code = ("import sys; from absl import flags; import rope_jax.analysis.measure; "
+          "assert 'matplotlib' not in sys.modules, 'measure imports matplotlib'; "
+          "import rope_jax.analyze, rope_jax.sample; assert 'analysis' not in flags.FLAGS; "
+          "import experiments.frequency_usage_compare, experiments.gemma7b_analysis; "
+          "assert 'workdirs' not in flags.FLAGS")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]

@@ -65,6 +65,28 @@ def test_vocabulary_round_trips_and_uses_gemma_special_ids():
   assert len(text) / len(vocab.encode(text)) > 2.0  # subwords, not bytes
 
 
+def test_one_tokenizer_loader_and_one_set_of_special_ids():
+  from rope_jax.data import packing, text  # pylint: disable=g-import-not-at-top
+  assert (packing.PAD_ID, packing.EOS_ID, packing.BOS_ID, packing.UNK_ID) == (0, 1, 2, 3)
+  assert packing.BOS_ID is text.BOS_ID and data.EOS_ID is text.EOS_ID
+  tokenizer = text.load_tokenizer()  # No vocab, no config: the shipped offline vocabulary.
+  assert tokenizer.path == offline_corpus.DEFAULT_VOCAB_PATH
+  assert tokenizer.vocab_size == offline_corpus.VOCAB_SIZE and tokenizer.piece(2) == "<s>"
+  vocab = data.get_vocabulary(_config())  # The seqio view of the same file.
+  for snippet in offline_corpus.split_texts("validation")[:5]:
+    assert tokenizer.encode(snippet) == list(vocab.encode(snippet))
+    assert tokenizer.decode(tokenizer.encode(snippet)) == snippet
+  assert text.load_tokenizer("bytes").encode("é") == [195, 169]
+  with pytest.raises(ValueError, match="Gemma"):
+    text.load_tokenizer(config={"data": {"task": "wiki", "vocab_path": ""}})
+  with pytest.raises(FileNotFoundError, match="nope.model"):
+    text.load_tokenizer("/nonexistent/nope.model")
+  prompts = text.encode_prompts(tokenizer, ["def f():"], vocab_size=tokenizer.vocab_size)
+  assert prompts[0][0] == text.BOS_ID
+  with pytest.raises(ValueError, match="does not fit model.vocab_size=10"):
+    text.encode_prompts(tokenizer, ["def f():"], vocab_size=10)
+
+
 def test_shipped_vocabulary_is_reproducible(tmp_path):
   path = offline_corpus.train_vocabulary(str(tmp_path / "a.model"))
   with open(path, "rb") as f:

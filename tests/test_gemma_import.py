@@ -64,7 +64,7 @@ def _write_hf(tmp_path, tensors: dict[str, np.ndarray], name: str = "gemma_tiny_
 def test_logits_match_hugging_face(name, layout):
   tokens, want = _reference(name)
   model = gemma.import_model(_src(name, layout), _cfg(name), layout=layout)
-  got = np.asarray(model(jnp.asarray(tokens)))
+  got = np.asarray(model(jnp.asarray(tokens)).logits)
   assert got.shape == want.shape == tokens.shape + (128,)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=5e-5)
 
@@ -100,7 +100,7 @@ def test_bf16_checkpoint_into_bf16_params(tmp_path):
   assert table.dtype == jnp.bfloat16
   np.testing.assert_array_equal(np.asarray(table), tensors["model.embed_tokens.weight"])
   tokens, want = _reference("gemma_tiny_mqa")
-  got = np.asarray(model(jnp.asarray(tokens)))
+  got = np.asarray(model(jnp.asarray(tokens)).logits)
   assert np.max(np.abs(got - want)) < 0.1 * np.max(np.abs(want))  # bf16 weights, f32 compute.
 
 
@@ -116,7 +116,8 @@ def test_flax_layout_in_the_older_non_ocdbt_orbax_format(tmp_path):
   assert not (tmp_path / "ckpt" / "manifest.ocdbt").exists()
   tokens, want = _reference("gemma_tiny_mha")
   model = gemma.import_model(str(tmp_path / "ckpt"), _cfg("gemma_tiny_mha"))
-  np.testing.assert_allclose(np.asarray(model(jnp.asarray(tokens))), want, rtol=1e-5, atol=5e-5)
+  np.testing.assert_allclose(np.asarray(model(jnp.asarray(tokens)).logits), want, rtol=1e-5,
+                             atol=5e-5)
 
 
 def test_pad_vocab(tmp_path):
@@ -125,7 +126,7 @@ def test_pad_vocab(tmp_path):
   with pytest.raises(ValueError, match=r"'vocab_size' = 128 .* model\.vocab_size = 136"):
     gemma.import_params(_src("gemma_tiny_mqa", "hf"), cfg)
   model = gemma.import_model(_src("gemma_tiny_mqa", "flax"), cfg, pad_vocab=True)
-  got = np.asarray(model(jnp.asarray(tokens)))
+  got = np.asarray(model(jnp.asarray(tokens)).logits)
   np.testing.assert_allclose(got[..., :128], want, rtol=1e-5, atol=5e-5)
   np.testing.assert_array_equal(got[..., 128:], 0.0)
 
@@ -194,7 +195,8 @@ def test_saved_checkpoint_restores_like_a_run(tmp_path):
   step, model, metadata = checkpoints.restore_model(str(tmp_path))
   assert step == 7 and metadata["import"] == {"layout": "flax"}
   tokens, want = _reference("gemma_tiny_mha")
-  np.testing.assert_allclose(np.asarray(model(jnp.asarray(tokens))), want, rtol=1e-5, atol=5e-5)
+  np.testing.assert_allclose(np.asarray(model(jnp.asarray(tokens)).logits), want, rtol=1e-5,
+                             atol=5e-5)
 
 
 def test_restore_model_reads_the_params_of_a_training_run(tmp_path):
@@ -290,7 +292,8 @@ q = model.blocks[0].attn.q_proj[...]
 assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor"), q.sharding
 assert len(q.addressable_shards) == 4 and q.addressable_shards[0].data.shape == (16, 1, 24)
 z = np.load({os.path.join(TESTDATA, "gemma_tiny_mha", "reference_logits.npz")!r})
-np.testing.assert_allclose(np.asarray(model(jnp.asarray(z["tokens"]))), z["logits"], rtol=1e-5,
+np.testing.assert_allclose(np.asarray(model(jnp.asarray(z["tokens"])).logits), z["logits"],
+                           rtol=1e-5,
                            atol=5e-5)
 print("ok")
 """

@@ -52,16 +52,17 @@ def test_kv_cache_decode_matches_full_forward_at_every_step(rope_kwargs):
   valid = np.ones((2, 10), bool)
   valid[1, :3] = False
   positions, segment_ids, _ = generate.prompt_layout(jnp.asarray(valid))
-  full = np.asarray(forward(tokens, positions, segment_ids))
+  full = np.asarray(forward(tokens, positions, segment_ids).logits)
   prefill = 4
   cache = model_lib.init_cache(model.cfg, batch_size=2, max_length=12)
-  logits, cache = forward(tokens[:, :prefill], positions[:, :prefill], segment_ids[:, :prefill],
-                          cache=cache)
-  steps = [np.asarray(logits)]
+  out = forward(tokens[:, :prefill], positions[:, :prefill], segment_ids[:, :prefill],
+                cache=cache)
+  steps, cache = [np.asarray(out.logits)], out.cache
   for t in range(prefill, 10):
-    logits, cache = forward(tokens[:, t:t + 1], positions[:, t:t + 1], segment_ids[:, t:t + 1],
-                            cache=cache)
-    steps.append(np.asarray(logits))
+    out = forward(tokens[:, t:t + 1], positions[:, t:t + 1], segment_ids[:, t:t + 1],
+                  cache=cache)
+    steps.append(np.asarray(out.logits))
+    cache = out.cache
   cached = np.concatenate(steps, axis=1)
   assert int(cache[0]["index"]) == 10
   np.testing.assert_allclose(cached[valid], full[valid], rtol=1e-5, atol=1e-5)
@@ -75,8 +76,12 @@ def test_cache_requires_positions_and_excludes_intermediates():
   with pytest.raises(ValueError, match="positions must be given"):
     model(jnp.zeros((1, 2), jnp.int32), cache=cache)
   with pytest.raises(ValueError, match="return_intermediates"):
-    model.blocks[0].attn(jnp.zeros((1, 2, 32)), jnp.zeros((1, 2), jnp.int32),
-                         jnp.ones((1, 2), jnp.int32), True, cache=cache[0])
+    tables = model.cfg.rope.tables(jnp.zeros((1, 2), jnp.int32), model.cfg.head_dim)
+    model.blocks[0].attn(jnp.zeros((1, 2, 32)), tables, jnp.ones((1, 2), jnp.int32), True,
+                         cache=cache[0])
+  with pytest.raises(ValueError, match="return_intermediates"):
+    model(jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32), cache=cache,
+          return_intermediates=True)
 
 
 def _naive_greedy(model, prompts, n, buffer=16):
@@ -89,7 +94,7 @@ def _naive_greedy(model, prompts, n, buffer=16):
     for length in range(len(prompt), len(prompt) + n):
       segment_ids = (np.arange(buffer) < length)[None].astype(np.int32)
       positions = np.arange(buffer)[None]
-      ids[0, length] = int(jnp.argmax(forward(ids, positions, segment_ids)[0, length - 1]))
+      ids[0, length] = int(jnp.argmax(forward(ids, positions, segment_ids).logits[0, length - 1]))
     outs.append(ids[0, len(prompt):len(prompt) + n].tolist())
   return outs
 

@@ -48,7 +48,7 @@ def test_forward_matches_float64_numpy_gemma(rope_kwargs):
   tokens = _tokens()
   positions = jnp.asarray([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5], list(range(12))], jnp.int32)
   segments = jnp.asarray([[1] * 6 + [2] * 6, [1] * 10 + [0] * 2], jnp.int32)
-  got = model(tokens, positions, segments)
+  got = model(tokens, positions, segments).logits
   rope_all = [dataclasses.asdict(model.cfg.rope)] * model.cfg.num_layers
   want = reference.gemma_forward(_pure_params(model), np.asarray(tokens), np.asarray(positions),
                                  np.asarray(segments), num_heads=4, num_kv_heads=2,
@@ -67,15 +67,30 @@ def test_per_layer_positional_encoding_gemma4_style():
   want = reference.gemma_forward(_pure_params(model), np.asarray(tokens), np.asarray(pos),
                                  np.ones((1, 12)), num_heads=4, num_kv_heads=2,
                                  rope_kwargs_per_layer=rope_kwargs)
-  np.testing.assert_allclose(np.asarray(model(tokens)), want, rtol=2e-4, atol=2e-4)
+  np.testing.assert_allclose(np.asarray(model(tokens).logits), want, rtol=2e-4, atol=2e-4)
+
+
+def test_rope_tables_once_per_forward_per_distinct_encoding(monkeypatch):
+  """3 layers, 2 encodings: 2 table evaluations per forward pass, none inside the layers, and no
+  data-dependent branch in the traced model."""
+  from rope_jax import rope as rope_lib  # pylint: disable=g-import-not-at-top
+  model = _model(num_layers=3, global_every=3,
+                 global_rope=model_lib.RopeConfig(fraction=0.25, theta=1_000_000.0))
+  calls = []
+  real = rope_lib.rope_tables
+  monkeypatch.setattr(rope_lib, "rope_tables", lambda *a, **k: calls.append(a) or real(*a, **k))
+  tokens = _tokens()
+  jaxpr = str(jax.make_jaxpr(lambda t: model(t, jnp.full(t.shape, 7000) + jnp.arange(12)).logits)(
+      tokens))
+  assert len(calls) == 2 and "cond" not in jaxpr
 
 
 def test_causal_changing_token_t_changes_no_earlier_logit():
   model = _model()
   tokens = _tokens(b=1, l=16)
-  base = np.asarray(model(tokens))
+  base = np.asarray(model(tokens).logits)
   for t in (0, 5, 15):
-    changed = np.asarray(model(tokens.at[0, t].set((tokens[0, t] + 1) % 97)))
+    changed = np.asarray(model(tokens.at[0, t].set((tokens[0, t] + 1) % 97)).logits)
     np.testing.assert_array_equal(changed[:, :t], base[:, :t])
     assert not np.allclose(changed[:, t:], base[:, t:])
 
@@ -86,10 +101,10 @@ def test_packed_batch_equals_documents_run_unpacked():
   packed = jnp.concatenate(docs + [jnp.zeros((2,), jnp.int32)])[None]  # 14 tokens + 2 pad.
   segments = jnp.asarray([[1] * 5 + [2] * 3 + [3] * 6 + [0] * 2], jnp.int32)
   positions = jnp.asarray([list(range(5)) + list(range(3)) + list(range(6)) + [0, 1]], jnp.int32)
-  packed_logits = np.asarray(model(packed, positions, segments))
+  packed_logits = np.asarray(model(packed, positions, segments).logits)
   start = 0
   for doc in docs:
-    alone = np.asarray(model(doc[None]))
+    alone = np.asarray(model(doc[None]).logits)
     np.testing.assert_allclose(packed_logits[:, start:start + len(doc)], alone, atol=1e-5)
     start += len(doc)
 
@@ -99,7 +114,7 @@ def test_segments_do_not_attend_across_each_other():
   tokens = _tokens(b=1, l=8)
   segments = jnp.asarray([[1, 1, 1, 1, 2, 2, 2, 2]], jnp.int32)
   positions = jnp.asarray([[0, 1, 2, 3, 0, 1, 2, 3]], jnp.int32)
-  _, inter = model(tokens, positions, segments, return_intermediates=True)
+  inter = model(tokens, positions, segments, return_intermediates=True).intermediates
   for layer in inter:
     attn = np.asarray(layer["attn"])  # [B, N, L, L]
     np.testing.assert_array_equal(attn[..., 4:, :4], 0.0)
@@ -111,8 +126,10 @@ def test_segments_do_not_attend_across_each_other():
 def test_intermediates_are_the_forward_pass_quantities():
   model = _model(rope=model_lib.RopeConfig(fraction=0.5))
   tokens = _tokens()
-  logits, inter = model(tokens, return_intermediates=True)
-  np.testing.assert_array_equal(np.asarray(logits), np.asarray(model(tokens)))
+  out = model(tokens, return_intermediates=True)
+  logits, inter = out.logits, out.intermediates
+  assert out.cache is None and model(tokens).intermediates is None
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(model(tokens).logits))
   assert len(inter) == 2
   layer = inter[0]
   assert layer["q"].shape == (2, 12, 4, 16) and layer["k"].shape == (2, 12, 2, 16)
@@ -133,7 +150,8 @@ def test_gqa_equals_mha_with_repeated_kv_heads():
   nnx.replace_by_pure_dict(state, mha_params)
   nnx.update(mha, state)
   tokens = _tokens()
-  np.testing.assert_allclose(np.asarray(mha(tokens)), np.asarray(gqa(tokens)), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(mha(tokens).logits), np.asarray(gqa(tokens).logits),
+                             atol=1e-5)
 
 
 def test_dot_product_attention_impl_matches_xla():
@@ -142,16 +160,17 @@ def test_dot_product_attention_impl_matches_xla():
   tokens = _tokens()
   segments = jnp.asarray([[1] * 7 + [2] * 5, [1] * 12], jnp.int32)
   positions = jnp.asarray([list(range(7)) + list(range(5)), list(range(12))], jnp.int32)
-  np.testing.assert_allclose(np.asarray(dpa(tokens, positions, segments)),
-                             np.asarray(xla(tokens, positions, segments)), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(dpa(tokens, positions, segments).logits),
+                             np.asarray(xla(tokens, positions, segments).logits), atol=1e-5)
 
 
 def test_bfloat16_compute_and_remat_run_and_stay_close():
   ref = _model()
   bf16 = _model(dtype="bfloat16", remat=True)
   tokens = _tokens()
-  np.testing.assert_allclose(np.asarray(bf16(tokens)), np.asarray(ref(tokens)), atol=0.1)
-  grads = nnx.grad(lambda m: jnp.mean(m(tokens)))(bf16)
+  np.testing.assert_allclose(np.asarray(bf16(tokens).logits), np.asarray(ref(tokens).logits),
+                             atol=0.1)
+  grads = nnx.grad(lambda m: jnp.mean(m(tokens).logits))(bf16)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 

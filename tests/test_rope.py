@@ -230,9 +230,9 @@ def test_chunk_frequencies_mark_identity_chunks():
 
 
 @pytest.mark.parametrize("offset", [0, 5000, -3])
-def test_positions_outside_the_row_length_take_the_direct_path(offset):
-  """Tables are indexed by position for 0 <= p < L; other positions (decoding offsets,
-  anything) are computed directly and must agree with the float64 reference just the same."""
+def test_positions_outside_the_row_length_are_exact(offset):
+  """Tables are evaluated at every position, whatever its value (decoding offsets, anything):
+  positions outside [0, L) agree with the float64 reference just like those inside."""
   x, _ = _inputs(shape=(2, 16, 2, 32))
   pos = np.broadcast_to(np.arange(16) + offset, (2, 16)).astype(np.int32)
   got = jax.jit(lambda x, p: rope.apply_rope(x, p, fraction=0.75))(jnp.asarray(x), jnp.asarray(pos))
@@ -240,3 +240,23 @@ def test_positions_outside_the_row_length_take_the_direct_path(offset):
   decode = rope.apply_rope(jnp.asarray(x[:, :1]), jnp.asarray(pos[:, 5:6]), fraction=0.75)
   np.testing.assert_allclose(np.asarray(decode), reference.rope(x[:, :1], pos[:, 5:6],
                                                                 fraction=0.75), atol=5e-4)
+
+
+def test_sincos_matches_float64_and_is_exact_at_zero():
+  """The vectorised cos/sin of float32 angles against float64 numpy, every quadrant, both signs."""
+  angles = np.concatenate([np.linspace(-40.0, 40.0, 20_001), np.arange(0, 8192) * 0.9,
+                           -np.arange(0, 8192) * 1.1, np.linspace(-1e5, 1e5, 10_001),
+                           np.arange(8) * np.pi / 4]).astype(np.float32)
+  cos, sin = jax.jit(rope.sincos)(jnp.asarray(angles))
+  np.testing.assert_allclose(np.asarray(cos), np.cos(angles.astype(np.float64)), rtol=0, atol=2e-7)
+  np.testing.assert_allclose(np.asarray(sin), np.sin(angles.astype(np.float64)), rtol=0, atol=2e-7)
+  cos0, sin0 = rope.sincos(jnp.zeros((3,), jnp.float32))
+  np.testing.assert_array_equal(cos0, 1.0)
+  np.testing.assert_array_equal(sin0, 0.0)
+
+
+def test_tables_have_no_data_dependent_branch():
+  """One direct evaluation for every position: the jaxpr has no cond and no gather."""
+  jaxpr = str(jax.make_jaxpr(lambda p: rope.rope_tables(p, 64, fraction=0.5))(
+      jnp.zeros((2, 8), jnp.int32)))
+  assert "cond" not in jaxpr and "gather" not in jaxpr

@@ -18,6 +18,7 @@ from rope_jax.training import flops
 from rope_jax.model import transformer as model_lib
 from rope_jax import sharding
 from rope_jax.data import synthetic as synthetic_data
+from rope_jax.model import losses
 from rope_jax.training import train_lib
 
 
@@ -92,16 +93,16 @@ def test_cross_entropy_is_masked_and_z_loss_adds():
   logits = jnp.asarray(rng.normal(size=(2, 5, 7)), jnp.float32)
   targets = jnp.asarray(rng.integers(0, 7, size=(2, 5)))
   weights = jnp.asarray([[1, 1, 1, 0, 0], [1, 0, 1, 1, 0]], jnp.float32)
-  obj, aux = train_lib.cross_entropy(logits, targets, weights)
+  obj, aux = losses.cross_entropy(logits, targets, weights)
   logp = jax.nn.log_softmax(logits)
   ce = -np.take_along_axis(np.asarray(logp), np.asarray(targets)[..., None], -1)[..., 0]
   np.testing.assert_allclose(float(obj), (ce * weights).sum() / 6, rtol=1e-6)
   assert float(aux["num_tokens"]) == 6
   # Masked positions do not matter at all.
   poisoned = logits.at[0, 3].set(1e4).at[1, 4].set(-1e4)
-  np.testing.assert_allclose(float(train_lib.cross_entropy(poisoned, targets, weights)[0]),
+  np.testing.assert_allclose(float(losses.cross_entropy(poisoned, targets, weights)[0]),
                              float(obj), rtol=1e-6)
-  obj_z, aux_z = train_lib.cross_entropy(logits, targets, weights, z_loss=1e-2)
+  obj_z, aux_z = losses.cross_entropy(logits, targets, weights, z_loss=1e-2)
   assert float(aux_z["z_loss"]) > 0
   np.testing.assert_allclose(float(obj_z), float(obj) + float(aux_z["z_loss"]), rtol=1e-6)
 
@@ -203,8 +204,8 @@ def test_remat_and_attention_impls_give_the_same_gradients():
     graphdef, params = nnx.split(model_lib.Transformer(cfg, rngs=nnx.Rngs(0)), nnx.Param)
 
     def loss(p, graphdef=graphdef):
-      return train_lib.cross_entropy(train_lib._forward(graphdef, p, batch),  # pylint: disable=protected-access
-                                     batch["targets"], batch["weights"])[0]
+      return losses.cross_entropy(train_lib._forward(graphdef, p, batch),  # pylint: disable=protected-access
+                                  batch["targets"], batch["weights"])[0]
 
     results.append(jax.jit(jax.value_and_grad(loss))(params))
   for value, grads in results[1:]:
@@ -224,14 +225,14 @@ def test_tiny_loss_falls_on_a_learnable_source():
   src = train_lib.make_batch_iterator(s["train"], s["model"], None, split="train",
                                       global_batch_size=8, seq_len=32, seed=0,
                                       process_index=0, process_count=1)
-  losses = []
+  history = []
   for _ in range(steps):
     state, m = step(state, train_lib.to_global(setup, next(src), 8))
-    losses.append(m["loss"])
-  losses = [float(x) for x in losses]
-  first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    history.append(m["loss"])
+  history = [float(x) for x in history]
+  first, last = np.mean(history[:5]), np.mean(history[-5:])
   assert first > 7.5  # ~ln(2048) = 7.6 at init.
-  assert last < first - 2.0, losses
+  assert last < first - 2.0, history
 
 
 def test_splash_attention_matches_xla_in_interpret_mode():

@@ -21,6 +21,7 @@ import pytest
 
 from rope_jax.config import base as config_lib
 from rope_jax import sharding
+from rope_jax.model import losses
 from rope_jax.training import train_lib
 from tests import fake_devices
 
@@ -100,7 +101,7 @@ def test_accumulated_gradients_equal_full_batch_gradients():
 
   def full(p):
     logits = train_lib._forward(setup.graphdef, p, batch)  # pylint: disable=protected-access
-    return train_lib.cross_entropy(logits, batch["targets"], batch["weights"], 1e-3)
+    return losses.cross_entropy(logits, batch["targets"], batch["weights"], 1e-3)
 
   (_, ref_aux), ref_grads = jax.jit(jax.value_and_grad(full, has_aux=True))(params)
   scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads))

@@ -9,6 +9,14 @@ math does not pull in matplotlib):
 * ``positional_heads``: Prop. 5.2, Thm 5.3 and diagonal / previous-token head detection (§5).
 * ``semantic_channels``: single-frequency channels over long context (§6, Thm 6.1).
 
+On a model (not imported here, they load a run): ``measure`` restores a run through
+``rope_jax.checkpoint.rundir``, tokenizes prompts and measures frequency usage and positional
+heads over them (the one call of the Transformer); ``report`` writes the JSON / CSV / figures of
+those measurements and runs the whole ``python -m rope_jax.analyze`` job.
+
+The positional encoding is one hashable ``RopeConfig`` (``rope=``; ``rope_jax.config.schema``),
+checked once at each public entry and static under jit.
+
 Inputs follow the model's exposed intermediates, one dict per layer: ``"q"``, ``"k"``
 (pre-rotation, ``[B, L, N, H]`` / ``[B, L, K, H]``), ``"q_rot"``, ``"k_rot"``, ``"v"`` and
 ``"attn"`` (softmax weights ``[B, N, L, L]``).
@@ -16,7 +24,9 @@ Inputs follow the model's exposed intermediates, one dict per layer: ``"q"``, ``
 
 from __future__ import annotations
 
+from rope_jax.analysis.chunks import check_rope
 from rope_jax.analysis.chunks import chunk_dims
+from rope_jax.analysis.chunks import chunk_frequencies
 from rope_jax.analysis.chunks import embed_in_chunk
 from rope_jax.analysis.chunks import rope_chunks
 from rope_jax.analysis.decay import all_ones_activation

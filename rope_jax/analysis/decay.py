@@ -14,8 +14,9 @@ paper's point is that the decay is a property of that setting, not of RoPE:
 * (c) one Gaussian q and one Gaussian k, each repeated at every position: no clear decay either;
   decay needs q and k repeated *and* aligned (Fig. 9, App. B.4).
 
-All activations are computed by the kernel (``rope.apply_rope``), so they hold for any head_dim,
-θ, fraction p, variant and layout the kernel supports. Distances are in tokens.
+All activations are computed by the kernel (``rope.apply_rope``), so they hold for any head_dim
+and any encoding (``RopeConfig``: θ, fraction p, variant, layout) the kernel supports. Distances
+are in tokens.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rope_jax import rope
+from rope_jax.analysis.chunks import DEFAULT_ROPE
+from rope_jax.analysis.chunks import check_rope
+from rope_jax.analysis.chunks import chunk_frequencies
+from rope_jax.config.schema import RopeConfig
 
 
 def _as_distances(distances) -> np.ndarray:
@@ -44,10 +48,7 @@ def rope_activation(
     distances,
     *,
     query_position: int = 0,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
-    layout: str = "split_half",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> jax.Array:
   """The RoPE activation ``⟨R(i) q_r, R(i + r) k_r⟩`` at each relative distance r.
 
@@ -57,7 +58,7 @@ def rope_activation(
     distances: int ``[R]``, relative distances r = j - i in tokens.
     query_position: i, the query's absolute position (the result does not depend on it up to
       float32 rounding: RoPE is relative).
-    theta, fraction, variant, layout: the kernel configuration (see ``rope.apply_rope``).
+    rope: the encoding (see ``rope.apply_rope``).
 
   Returns:
     float32 ``[..., R]``.
@@ -65,7 +66,7 @@ def rope_activation(
   distances = _as_distances(distances)
   shape = _activation_shape(np.shape(q), np.shape(k), len(distances))
   return _rotated_dot(q, k, distances, query_position, shape=shape,
-                      **_static(shape[-1], theta, fraction, variant, layout))
+                      rope=check_rope(rope, shape[-1]))
 
 
 def _activation_shape(q_shape, k_shape, num_distances: int) -> tuple[int, ...]:
@@ -80,49 +81,33 @@ def _activation_shape(q_shape, k_shape, num_distances: int) -> tuple[int, ...]:
         f"q {q_shape} and k {k_shape} must broadcast to [..., R = {num_distances}, H].") from e
 
 
-def _static(head_dim, theta, fraction, variant, layout) -> dict:
-  """Validates the kernel configuration; returns it as hashable static arguments."""
-  rope.validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant,
-                          layout=layout)
-  return dict(theta=float(theta), fraction=float(fraction), variant=variant, layout=layout)
-
-
-_STATIC = ("shape", "theta", "fraction", "variant", "layout")
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _rotated_dot(q, k, distances, query_position, *, shape, theta, fraction, variant,
-                 layout) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("shape", "rope"))
+def _rotated_dot(q, k, distances, query_position, *, shape, rope) -> jax.Array:
   """``⟨R(i) q, R(i + r) k⟩`` for q, k broadcast to ``shape = [..., R, H]``."""
-  kwargs = dict(theta=theta, fraction=fraction, variant=variant, layout=layout)
   q = jnp.broadcast_to(jnp.asarray(q, jnp.float32), shape)
   k = jnp.broadcast_to(jnp.asarray(k, jnp.float32), shape)
   q_pos = jnp.full(shape[:-1], query_position, jnp.int32)
   k_pos = jnp.broadcast_to(query_position + distances.astype(jnp.int32), shape[:-1])
   # apply_rope wants [..., L, N, H]: the distances play the role of L, with one head.
-  q_rot = rope.apply_rope(q[..., None, :], q_pos, **kwargs)[..., 0, :]
-  k_rot = rope.apply_rope(k[..., None, :], k_pos, **kwargs)[..., 0, :]
+  q_rot = rope.apply(q[..., None, :], q_pos)[..., 0, :]
+  k_rot = rope.apply(k[..., None, :], k_pos)[..., 0, :]
   return jnp.sum(q_rot.astype(jnp.float32) * k_rot.astype(jnp.float32), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _gaussian_dot(rng, distances, *, shape, theta, fraction, variant, layout) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("shape", "rope"))
+def _gaussian_dot(rng, distances, *, shape, rope) -> jax.Array:
   """``_rotated_dot`` of q, k ~ N(0, I) drawn with ``shape`` ([S, R, H] or [S, 1, H])."""
   q_rng, k_rng = jax.random.split(rng)
   q, k = jax.random.normal(q_rng, shape), jax.random.normal(k_rng, shape)
   full = shape[:1] + (distances.shape[0],) + shape[2:]
-  return _rotated_dot(q, k, distances, 0, shape=full, theta=theta, fraction=fraction,
-                      variant=variant, layout=layout)
+  return _rotated_dot(q, k, distances, 0, shape=full, rope=rope)
 
 
 def all_ones_activation(
     distances,
     *,
     head_dim: int,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
-    layout: str = "split_half",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> jax.Array:
   """Fig. 2a: q = k = 1 (all ones) at every position. ``a(0) = H``.
 
@@ -130,8 +115,7 @@ def all_ones_activation(
     float32 ``[R]``, the activation at each distance (divide by H for the normalised curve).
   """
   ones = np.ones((1, head_dim), np.float32)
-  return rope_activation(ones, ones, distances, theta=theta, fraction=fraction, variant=variant,
-                         layout=layout)
+  return rope_activation(ones, ones, distances, rope=rope)
 
 
 def iid_gaussian_activation(
@@ -140,10 +124,7 @@ def iid_gaussian_activation(
     *,
     head_dim: int,
     num_samples: int = 1,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
-    layout: str = "split_half",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> jax.Array:
   """Fig. 2b / Prop. 3.2: independent q, k ~ N(0, I_H) for every sample and every distance.
 
@@ -152,7 +133,7 @@ def iid_gaussian_activation(
   """
   distances = _as_distances(distances)
   return _gaussian_dot(rng, distances, shape=(num_samples, len(distances), head_dim),
-                       **_static(head_dim, theta, fraction, variant, layout))
+                       rope=check_rope(rope, head_dim))
 
 
 def repeated_gaussian_activation(
@@ -161,10 +142,7 @@ def repeated_gaussian_activation(
     *,
     head_dim: int,
     num_samples: int = 1,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
-    layout: str = "split_half",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> jax.Array:
   """Fig. 9 (App. B.4): one q and one k ~ N(0, I_H) per sample, repeated at every position.
 
@@ -173,7 +151,7 @@ def repeated_gaussian_activation(
   """
   distances = _as_distances(distances)
   return _gaussian_dot(rng, distances, shape=(num_samples, 1, head_dim),
-                       **_static(head_dim, theta, fraction, variant, layout))
+                       rope=check_rope(rope, head_dim))
 
 
 def mean_and_stderr(samples: jax.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -188,15 +166,14 @@ def roformer_relative_upper_bound(
     distances,
     *,
     head_dim: int,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> np.ndarray:
   """RoFormer's relative upper bound ``(1/(H/2)) Σ_{j=1}^{H/2} |S_j|``, ``S_j = Σ_{k<j} e^{irg_k}``.
 
   RoFormer (Su et al., §3.4.3) bounds the activation of constant queries and keys by
   ``max_k |h_{k+1} - h_k| · Σ_j |S_j|``; this is the data-free factor, divided by H/2. At r = 0
-  it is ``(H/2 + 1) / 2``. The ladder is the kernel's (``rope.chunk_frequencies``), so for
+  it is ``(H/2 + 1) / 2``. The ladder is the kernel's (``rope.chunk_frequencies`` of ``rope``;
+  its layout does not matter), so for
   p-RoPE the identity chunks add 1 to every ``|S_j|`` they enter and the bound no longer
   decays to 0.
 
@@ -204,6 +181,6 @@ def roformer_relative_upper_bound(
     float64 ``[R]`` (dimensionless).
   """
   distances = _as_distances(distances).astype(np.float64)
-  freqs = rope.chunk_frequencies(head_dim, theta=theta, fraction=fraction, variant=variant)
+  freqs = chunk_frequencies(rope, head_dim)
   partial_sums = np.cumsum(np.exp(1j * np.outer(distances, freqs)), axis=-1)  # S_1 .. S_{H/2}
   return np.abs(partial_sums).mean(axis=-1)

@@ -24,22 +24,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rope_jax.analysis.chunks import rope_chunks
-from rope_jax.analysis.chunks import validate_chunk_layout
+from rope_jax.analysis.chunks import DEFAULT_ROPE
+from rope_jax.analysis.chunks import unchecked_chunks
+from rope_jax.analysis.chunks import check_rope
+from rope_jax.config.schema import RopeConfig
 
 INTERMEDIATE_NAMES: tuple[str, ...] = ("q", "k", "v", "q_rot", "k_rot")
 
 
-def chunk_norms(
-    x: jax.Array, *, layout: str = "split_half", rotary_dim: int | None = None) -> jax.Array:
+def chunk_norms(x: jax.Array, *, rope: RopeConfig = DEFAULT_ROPE) -> jax.Array:
   """The 2-norm of every RoPE chunk: ``[..., H] -> [..., H/2]`` (float32), fastest first."""
-  validate_chunk_layout(np.shape(x)[-1], layout, rotary_dim)
-  return _chunk_norms(x, layout=layout, rotary_dim=rotary_dim)
+  return _chunk_norms(x, rope=check_rope(rope, np.shape(x)[-1]))
 
 
-@functools.partial(jax.jit, static_argnames=("layout", "rotary_dim"))
-def _chunk_norms(x, *, layout, rotary_dim) -> jax.Array:
-  pairs = rope_chunks(jnp.asarray(x, jnp.float32), layout=layout, rotary_dim=rotary_dim)
+@functools.partial(jax.jit, static_argnames=("rope",))
+def _chunk_norms(x, *, rope) -> jax.Array:
+  pairs = unchecked_chunks(jnp.asarray(x, jnp.float32), rope)
   return jnp.sqrt(jnp.sum(jnp.square(pairs), axis=-1))
 
 
@@ -59,16 +59,14 @@ def mean_chunk_norms(
     x: jax.Array,
     mask: jax.Array | None = None,
     *,
-    layout: str = "split_half",
-    rotary_dim: int | None = None,
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> jax.Array:
   """Per-head mean chunk norm over the valid tokens of a batch (Fig. 4 is one layer of this).
 
   Args:
     x: ``[B, L, N, H]`` pre-rotation queries, keys or values.
     mask: optional ``[B, L]``, nonzero for valid tokens; None averages over all tokens.
-    layout: the kernel's pairing (``"split_half"`` or ``"interleaved"``).
-    rotary_dim: the rotated width R (None = H; see ``rope.rotary_frequencies`` for "partial").
+    rope: the encoding (its layout and, for ``"partial"``, its rotated width define the chunks).
 
   Returns:
     float32 ``[N, H/2]``: row n, column k is the mean of ``‖x^{(k)}‖`` over valid tokens of head
@@ -76,14 +74,14 @@ def mean_chunk_norms(
   """
   if np.ndim(x) != 4:
     raise ValueError(f"x must be [B, L, N, H], got shape {np.shape(x)}.")
-  validate_chunk_layout(np.shape(x)[-1], layout, rotary_dim)
+  check_rope(rope, np.shape(x)[-1])
   weights = _check_mask(mask, np.shape(x)[:2])
-  return _masked_mean_norms(x, weights, layout=layout, rotary_dim=rotary_dim)
+  return _masked_mean_norms(x, weights, rope=rope)
 
 
-@functools.partial(jax.jit, static_argnames=("layout", "rotary_dim"))
-def _masked_mean_norms(x, weights, *, layout, rotary_dim) -> jax.Array:
-  norms = _chunk_norms(x, layout=layout, rotary_dim=rotary_dim)  # [B, L, N, H/2]
+@functools.partial(jax.jit, static_argnames=("rope",))
+def _masked_mean_norms(x, weights, *, rope) -> jax.Array:
+  norms = _chunk_norms(x, rope=rope)  # [B, L, N, H/2]
   weights = weights[:, :, None, None]
   return jnp.sum(norms * weights, axis=(0, 1)) / jnp.sum(weights, axis=(0, 1))
 
@@ -92,14 +90,13 @@ def layer_frequency_usage(
     per_layer: Sequence[jax.Array],
     mask: jax.Array | None = None,
     *,
-    layout: str = "split_half",
-    rotary_dim: int | None = None,
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> jax.Array:
   """Fig. 3: mean chunk norm per layer, averaged over heads and valid tokens.
 
   Args:
     per_layer: one ``[B, L, N, H]`` array per layer (same H in every layer).
-    mask, layout, rotary_dim: as in :func:`mean_chunk_norms`.
+    mask, rope: as in :func:`mean_chunk_norms`.
 
   Returns:
     float32 ``[num_layers, H/2]``, high → low frequency along the last axis.
@@ -107,7 +104,7 @@ def layer_frequency_usage(
   if not per_layer:
     raise ValueError("per_layer must hold at least one [B, L, N, H] array, got none.")
   return jnp.stack([
-      mean_chunk_norms(x, mask, layout=layout, rotary_dim=rotary_dim).mean(axis=0)
+      mean_chunk_norms(x, mask, rope=rope).mean(axis=0)
       for x in per_layer
   ])
 
@@ -116,8 +113,7 @@ def frequency_usage_from_intermediates(
     intermediates: Sequence[Mapping[str, jax.Array]],
     mask: jax.Array | None = None,
     *,
-    layout: str = "split_half",
-    rotary_dim: int | None = None,
+    rope: RopeConfig = DEFAULT_ROPE,
     names: Sequence[str] = ("q", "k", "v"),
 ) -> dict[str, jax.Array]:
   """Per-layer, per-head frequency usage of a model's exposed intermediates.
@@ -126,7 +122,7 @@ def frequency_usage_from_intermediates(
     intermediates: one dict per layer with (at least) the entries in ``names``, each
       ``[B, L, N or K, H]`` (the model's ``"q"``, ``"k"``, ``"v"``; pre-rotation).
     mask: optional ``[B, L]`` valid-token mask.
-    layout, rotary_dim: the kernel's chunk layout, as in :func:`mean_chunk_norms`.
+    rope: the encoding, as in :func:`mean_chunk_norms`.
     names: which entries to measure (any of ``INTERMEDIATE_NAMES``).
 
   Returns:
@@ -144,7 +140,7 @@ def frequency_usage_from_intermediates(
       if name not in inter:
         raise ValueError(f"layer {layer} has no {name!r}; it has {sorted(inter)}.")
     usage[name] = jnp.stack([
-        mean_chunk_norms(inter[name], mask, layout=layout, rotary_dim=rotary_dim)
+        mean_chunk_norms(inter[name], mask, rope=rope)
         for inter in intermediates
     ])
   return usage
@@ -154,8 +150,7 @@ def stationary_chunks(
     x: jax.Array,
     x_rot: jax.Array,
     *,
-    layout: str = "split_half",
-    rotary_dim: int | None = None,
+    rope: RopeConfig = DEFAULT_ROPE,
     atol: float = 1e-6,
 ) -> np.ndarray:
   """Chunks the kernel left unrotated at every token: the identity (NoPE) channels, from data.
@@ -166,6 +161,7 @@ def stationary_chunks(
 
   Args:
     x, x_rot: ``[..., H]`` the same activations before and after ``rope.apply_rope``.
+    rope: the encoding whose chunks are compared.
     atol: absolute tolerance for "unchanged".
 
   Returns:
@@ -174,12 +170,11 @@ def stationary_chunks(
   if np.shape(x) != np.shape(x_rot):
     raise ValueError(
         f"x and x_rot must have the same shape, got {np.shape(x)} and {np.shape(x_rot)}.")
-  validate_chunk_layout(np.shape(x)[-1], layout, rotary_dim)
-  return np.asarray(_unchanged_chunks(x, x_rot, atol, layout=layout, rotary_dim=rotary_dim))
+  check_rope(rope, np.shape(x)[-1])
+  return np.asarray(_unchanged_chunks(x, x_rot, atol, rope=rope))
 
 
-@functools.partial(jax.jit, static_argnames=("layout", "rotary_dim"))
-def _unchanged_chunks(x, x_rot, atol, *, layout, rotary_dim) -> jax.Array:
-  delta = _chunk_norms(jnp.asarray(x, jnp.float32) - jnp.asarray(x_rot, jnp.float32),
-                       layout=layout, rotary_dim=rotary_dim)
+@functools.partial(jax.jit, static_argnames=("rope",))
+def _unchanged_chunks(x, x_rot, atol, *, rope) -> jax.Array:
+  delta = _chunk_norms(jnp.asarray(x, jnp.float32) - jnp.asarray(x_rot, jnp.float32), rope=rope)
   return jnp.all(delta.reshape(-1, delta.shape[-1]) <= atol, axis=0)

@@ -159,6 +159,54 @@ def plot_frequency_usage(
 
 
 # ----------------------------------------------------------------------------------------------
+# §4–5 on a model: layer × head panels.
+
+SCORE_UNITS = "mean attention weight α (probability)"
+
+
+def label_rows(fig: Figure, labels: Mapping[str, tuple[str, Sequence[str] | None]]) -> None:
+  """Sets the y label (and tick labels) of the panels of ``fig`` titled as in ``labels``."""
+  for ax in fig.axes:
+    if ax.get_title() in labels:
+      ylabel, ticks = labels[ax.get_title()]
+      ax.set_ylabel(ylabel)
+      if ticks is not None:
+        ax.set_yticks(range(len(ticks)), labels=ticks, fontsize=8)
+
+
+def integer_rows(fig: Figure) -> None:
+  """Integer y ticks (layers, heads) on every heatmap panel of ``fig``."""
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
+  for ax in fig.axes:
+    if ax.images:
+      ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def plot_head_scores(scores: Mapping[str, np.ndarray], *, title: str = "") -> Figure:
+  """Diagonal / previous-token scores as layer × head heatmaps (0..1), one panel per kind."""
+  fig = Figure(figsize=(5.0 * len(scores), 4.2), layout="constrained")
+  axes = fig.subplots(1, len(scores), squeeze=False)[0]
+  for ax, (kind, values) in zip(axes, scores.items()):
+    values = np.asarray(values)
+    image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="magma", vmin=0,
+                      vmax=1)
+    fig.colorbar(image, ax=ax, label=SCORE_UNITS)
+    offset = "α_{i,i}" if kind == "diagonal" else "α_{i,i-1}"
+    ax.set(title=f"{kind.replace('_', '-')} score (mean {offset})", xlabel="head",
+           ylabel="layer")
+    ax.set_xticks(range(values.shape[1]))
+    if values.shape[0] <= 32:
+      ax.set_yticks(range(values.shape[0]))
+    if values.size <= 256:
+      for (l, h), v in np.ndenumerate(values):
+        ax.text(h, l, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                color="black" if v > 0.6 else "white")
+  if title:
+    fig.suptitle(title)
+  return fig
+
+
+# ----------------------------------------------------------------------------------------------
 # Attention patterns.
 
 

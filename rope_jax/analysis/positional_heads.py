@@ -29,8 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rope_jax import rope
+from rope_jax.analysis.chunks import DEFAULT_ROPE
+from rope_jax.analysis.chunks import NOPE
+from rope_jax.analysis.chunks import check_rope
 from rope_jax.analysis.chunks import embed_in_chunk
+from rope_jax.config.schema import RopeConfig
 
 HEAD_KINDS: tuple[str, ...] = ("diagonal", "previous_token")
 TARGET_OFFSET: dict[str, int] = {"diagonal": 0, "previous_token": 1}
@@ -57,17 +60,14 @@ def rope_logits(
     k: jax.Array,
     *,
     positions: jax.Array | None = None,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
-    layout: str = "split_half",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> jax.Array:
   """Single-head RoPE logits ``a_{i,j} = ⟨R(p_i) q_i, R(p_j) k_j⟩``.
 
   Args:
     q, k: ``[L, H]`` pre-rotation queries and keys of one head.
     positions: int ``[L]`` token positions (default ``0..L-1``).
-    theta, fraction, variant, layout: the kernel configuration (``rope.apply_rope``).
+    rope: the encoding (``rope.apply_rope``).
 
   Returns:
     float32 ``[L, L]`` (query i, key j), unmasked.
@@ -79,24 +79,13 @@ def rope_logits(
   positions = np.arange(length) if positions is None else positions
   if np.shape(positions) != (length,):
     raise ValueError(f"positions must be [L] = {(length,)}, got {np.shape(positions)}.")
-  return _rope_logits(q, k, positions, **_static(np.shape(q)[1], theta, fraction, variant, layout))
+  return _rope_logits(q, k, positions, rope=check_rope(rope, np.shape(q)[1]))
 
 
-def _static(head_dim, theta, fraction, variant, layout) -> dict:
-  """Validates the kernel configuration; returns it as hashable static arguments."""
-  rope.validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant,
-                          layout=layout)
-  return dict(theta=float(theta), fraction=float(fraction), variant=variant, layout=layout)
-
-
-_ROPE_STATIC = ("theta", "fraction", "variant", "layout")
-
-
-@functools.partial(jax.jit, static_argnames=_ROPE_STATIC)
-def _rope_logits(q, k, positions, *, theta, fraction, variant, layout) -> jax.Array:
-  kwargs = dict(theta=theta, fraction=fraction, variant=variant, layout=layout)
-  q_rot = rope.apply_rope(jnp.asarray(q, jnp.float32)[:, None, :], positions, **kwargs)[:, 0]
-  k_rot = rope.apply_rope(jnp.asarray(k, jnp.float32)[:, None, :], positions, **kwargs)[:, 0]
+@functools.partial(jax.jit, static_argnames=("rope",))
+def _rope_logits(q, k, positions, *, rope) -> jax.Array:
+  q_rot = rope.apply(jnp.asarray(q, jnp.float32)[:, None, :], positions)[:, 0]
+  k_rot = rope.apply(jnp.asarray(k, jnp.float32)[:, None, :], positions)[:, 0]
   return q_rot @ k_rot.T
 
 
@@ -120,28 +109,23 @@ def single_head_attention(
     w_k: jax.Array,
     *,
     logit_scale: float = 1.0,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
-    layout: str = "split_half",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> jax.Array:
   """Causal attention of one head on inputs ``x [L, D]`` with ``w_q, w_k [D, H]``: ``[L, L]``.
 
-  ``fraction=0`` is NoPE (the kernel returns queries and keys unrotated).
+  ``RopeConfig(fraction=0)`` is NoPE (the kernel returns queries and keys unrotated).
   """
   x_shape, wq_shape, wk_shape = np.shape(x), np.shape(w_q), np.shape(w_k)
   if len(x_shape) != 2 or len(wq_shape) != 2 or wq_shape != wk_shape or wq_shape[0] != x_shape[1]:
     raise ValueError(
         f"need x [L, D] and w_q, w_k [D, H]; got x {x_shape}, w_q {wq_shape}, w_k {wk_shape}.")
-  return _single_head(x, w_q, w_k, logit_scale,
-                      **_static(wq_shape[1], theta, fraction, variant, layout))
+  return _single_head(x, w_q, w_k, logit_scale, rope=check_rope(rope, wq_shape[1]))
 
 
-@functools.partial(jax.jit, static_argnames=_ROPE_STATIC)
-def _single_head(x, w_q, w_k, logit_scale, *, theta, fraction, variant, layout) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("rope",))
+def _single_head(x, w_q, w_k, logit_scale, *, rope) -> jax.Array:
   x = jnp.asarray(x, jnp.float32)
-  logits = _rope_logits(x @ w_q, x @ w_k, jnp.arange(x.shape[0]), theta=theta,
-                        fraction=fraction, variant=variant, layout=layout)
+  logits = _rope_logits(x @ w_q, x @ w_k, jnp.arange(x.shape[0]), rope=rope)
   return _causal_softmax(logits, logit_scale)
 
 
@@ -152,17 +136,14 @@ def repeated_token_attention(
     x: jax.Array,
     *,
     logit_scale: float = 1.0,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 0.0,
-    variant: str = "p_rope",
-    layout: str = "split_half",
+    rope: RopeConfig = NOPE,
 ) -> jax.Array:
   """Prop. 5.2's counterexample: one head's attention ``[3, 3]`` on ``[x_bos, x, x]``.
 
-  With NoPE (``fraction=0``, the default) ``α[2, 2] == α[2, 1] < 1/2`` for any weights (the
-  keys of the two x are identical, bit for bit; float32 may round α up to exactly 1/2 when the
-  BOS weight underflows): the last token cannot single out itself (diagonal) or its predecessor
-  (previous-token). Pass ``fraction=1`` for RoPE, which can.
+  With NoPE (``RopeConfig(fraction=0)``, the default) ``α[2, 2] == α[2, 1] < 1/2`` for any
+  weights (the keys of the two x are identical, bit for bit; float32 may round α up to exactly
+  1/2 when the BOS weight underflows): the last token cannot single out itself (diagonal) or its
+  predecessor (previous-token). Pass ``rope=RopeConfig()`` (RoPE), which can.
 
   Args:
     w_q, w_k: ``[D, H]`` query and key projections.
@@ -172,8 +153,7 @@ def repeated_token_attention(
     raise ValueError(
         f"x_bos and x must both be [D], got shapes {np.shape(x_bos)} and {np.shape(x)}.")
   sequence = jnp.stack([jnp.asarray(x_bos), jnp.asarray(x), jnp.asarray(x)])
-  return single_head_attention(sequence, w_q, w_k, logit_scale=logit_scale, theta=theta,
-                               fraction=fraction, variant=variant, layout=layout)
+  return single_head_attention(sequence, w_q, w_k, logit_scale=logit_scale, rope=rope)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,38 +166,32 @@ def construction_qk(
     head_dim: int,
     chunk: int = 0,
     norm: float = 1.0,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
-    layout: str = "split_half",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> tuple[jax.Array, jax.Array]:
   """The query and key ``[H]`` of Thm 5.3, repeated at every position.
 
   ``ψ = norm · (1, 1)/√2`` sits in RoPE chunk ``chunk`` (frequency
-  ``rope.chunk_frequencies(...)[chunk]``; 0 is the fastest). Diagonal: ``k = ψ``.
+  ``rope.chunk_frequencies`` of ``rope``, at ``[chunk]``; 0 is the fastest). Diagonal: ``k = ψ``.
   Previous-token: ``k = ρ(g) ψ``, obtained from the kernel as ψ rotated to position 1, so that
   the key one token back, once rotated, aligns with the query (Fig. 1).
   """
-  q, static = _construction_query(kind, head_dim, chunk, norm, theta, fraction, variant, layout)
-  return _construction_qk(q, **static)
+  q = _construction_query(kind, head_dim, chunk, norm, rope)
+  return _construction_qk(q, kind=kind, rope=rope)
 
 
-def _construction_query(kind, head_dim, chunk, norm, theta, fraction, variant, layout):
-  """Validates eagerly; returns the query ``[H]`` and the static args of the jitted parts."""
+def _construction_query(kind, head_dim, chunk, norm, rope):
+  """Validates eagerly (the entry's one check); returns the query ``[H]``."""
   _check_kind(kind)
-  static = dict(kind=kind, **_static(head_dim, theta, fraction, variant, layout))
-  _, rotary_dim = rope.rotary_frequencies(head_dim, theta=theta, fraction=fraction,
-                                          variant=variant)
+  check_rope(rope, head_dim)
   psi = np.full((2,), norm / np.sqrt(2.0), np.float32)
-  return embed_in_chunk(psi, chunk, head_dim, layout=layout, rotary_dim=rotary_dim), static
+  return embed_in_chunk(psi, chunk, head_dim, rope=rope)
 
 
-@functools.partial(jax.jit, static_argnames=("kind",) + _ROPE_STATIC)
-def _construction_qk(q, *, kind, theta, fraction, variant, layout):
+@functools.partial(jax.jit, static_argnames=("kind", "rope"))
+def _construction_qk(q, *, kind, rope):
   if kind == "diagonal":
     return q, q
-  k = rope.apply_rope(q[None, None, :], jnp.ones((1,), jnp.int32), theta=theta,
-                      fraction=fraction, variant=variant, layout=layout)[0, 0]
+  k = rope.apply(q[None, None, :], jnp.ones((1,), jnp.int32))[0, 0]
   return q, k
 
 
@@ -228,26 +202,22 @@ def construction_logits(
     seq_len: int,
     chunk: int = 0,
     norm: float = 1.0,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
-    layout: str = "split_half",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> jax.Array:
   """Logits ``[L, L]`` of the Thm 5.3 head: ``‖ψ‖² cos((j - i + offset) g)``.
 
   Logits scale as ``norm²``: ``causal_attention(construction_logits(norm=1) * s)`` is the head
   with ``‖ψ‖² = s``.
   """
-  q, static = _construction_query(kind, head_dim, chunk, norm, theta, fraction, variant, layout)
-  return _construction_logits(q, seq_len, **static)
+  q = _construction_query(kind, head_dim, chunk, norm, rope)
+  return _construction_logits(q, seq_len, kind=kind, rope=rope)
 
 
-@functools.partial(jax.jit, static_argnums=(1,), static_argnames=("kind",) + _ROPE_STATIC)
-def _construction_logits(q, seq_len, *, kind, theta, fraction, variant, layout):
-  q, k = _construction_qk(q, kind=kind, theta=theta, fraction=fraction, variant=variant,
-                          layout=layout)
+@functools.partial(jax.jit, static_argnums=(1,), static_argnames=("kind", "rope"))
+def _construction_logits(q, seq_len, *, kind, rope):
+  q, k = _construction_qk(q, kind=kind, rope=rope)
   return _rope_logits(jnp.tile(q, (seq_len, 1)), jnp.tile(k, (seq_len, 1)), jnp.arange(seq_len),
-                      theta=theta, fraction=fraction, variant=variant, layout=layout)
+                      rope=rope)
 
 
 def target_attention(attn: jax.Array, kind: str) -> jax.Array:

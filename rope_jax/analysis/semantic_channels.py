@@ -32,7 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rope_jax import rope
+from rope_jax import rope as rope_lib
+from rope_jax.analysis.chunks import DEFAULT_ROPE
+from rope_jax.analysis.chunks import chunk_frequencies
+from rope_jax.config.schema import RopeConfig
 
 
 def _check_margin(margin: float) -> None:
@@ -50,16 +53,14 @@ def channel_frequency(
     head_dim: int,
     chunk: int,
     *,
-    theta: float = rope.DEFAULT_THETA,
-    fraction: float = 1.0,
-    variant: str = "p_rope",
+    rope: RopeConfig = DEFAULT_ROPE,
 ) -> float:
   """The frequency (rad/token) of chunk ``chunk`` of a head; 0 for an identity chunk.
 
   E.g. ``chunk = H/2 - 1``: RoPE's lowest frequency ``θ^{-(H-2)/H}`` with ``fraction=1``, and an
-  identity channel with p-RoPE ``fraction < 1``.
+  identity channel with p-RoPE ``RopeConfig(fraction=p)``, p < 1.
   """
-  freqs = rope.chunk_frequencies(head_dim, theta=theta, fraction=fraction, variant=variant)
+  freqs = chunk_frequencies(rope, head_dim)
   if not 0 <= chunk < len(freqs):
     raise ValueError(f"chunk must be in [0, H/2 = {len(freqs)}), got {chunk}.")
   return float(freqs[chunk])
@@ -107,12 +108,12 @@ class ChannelSimulation(NamedTuple):
 
 def _rotate_channel(x: jax.Array, positions: np.ndarray, freq: float) -> jax.Array:
   """Rotates 2-D channel vectors ``x [L, 2]`` at ``positions [L]`` by the kernel's rotation."""
-  return _rotate_by(x, rope.rope_angles(positions, np.array([freq], np.float64)))  # [L, 1]
+  return _rotate_by(x, rope_lib.rope_angles(positions, np.array([freq], np.float64)))  # [L, 1]
 
 
 @jax.jit
 def _rotate_by(x: jax.Array, angles: jax.Array) -> jax.Array:
-  return rope.rotate(x, jnp.cos(angles), jnp.sin(angles))
+  return rope_lib.rotate(x, jnp.cos(angles), jnp.sin(angles))
 
 
 @jax.jit

@@ -51,11 +51,11 @@ import sys
 import sysconfig
 from collections.abc import Iterator, Sequence
 
-from rope_jax.data.packing import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from rope_jax.data import text as text_lib
+from rope_jax.data.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-VOCAB_SIZE = 2048
-DEFAULT_VOCAB_PATH = os.path.join(ASSETS_DIR, f"offline_sp{VOCAB_SIZE}.model")
+VOCAB_SIZE = text_lib.OFFLINE_VOCAB_SIZE
+DEFAULT_VOCAB_PATH = text_lib.OFFLINE_VOCAB
 DEFAULT_VALIDATION_PERCENT = 10
 # fingerprint() of the corpus the shipped vocabulary was trained on (CPython 3.11.7).
 VOCAB_CORPUS_FINGERPRINT = "4e735968a2df5f28"

@@ -26,8 +26,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-# Special token ids (Gemma's convention), shared by every vocabulary this package ships.
-PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
+from rope_jax.data.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID  # pylint: disable=unused-import
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions")

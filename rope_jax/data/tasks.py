@@ -35,7 +35,7 @@ from rope_jax.data import long_probes
 from rope_jax.data import offline_corpus
 from rope_jax.data import packing
 from rope_jax.data import probes
-from rope_jax.data import vocabularies
+from rope_jax.data import text
 
 TASKS = config_lib.TASKS
 TFDS_TASKS = config_lib.TFDS_TASKS
@@ -61,20 +61,15 @@ def check_split(split: str) -> None:
 
 
 def get_vocabulary(data_config: ml_collections.ConfigDict) -> seqio.SentencePieceVocabulary:
-  """The task's vocabulary: ``data_config.vocab_path``, or the shipped offline one if empty.
+  """The task's vocabulary (``text.vocab_path``: ``data_config.vocab_path``, or the shipped
+  offline one if empty) as a seqio vocabulary.
 
   Raises:
     FileNotFoundError: the path is missing (the message says how to get the file).
     ValueError: unknown task, or wiki/flan_v2 without a vocab_path (they need Gemma's).
   """
   check_task(data_config.task)
-  path = data_config.vocab_path
-  if data_config.task in TFDS_TASKS:
-    if not path:
-      raise ValueError(f"Task {data_config.task!r} needs Gemma's vocabulary: "
-                       f"{vocabularies.GEMMA_VOCAB_HELP}.")
-    return vocabularies.load_vocabulary(path, vocabularies.GEMMA_VOCAB_HELP)
-  return vocabularies.load_vocabulary(path or offline_corpus.DEFAULT_VOCAB_PATH)
+  return text.seqio_vocabulary(*text.vocab_path(data_config))
 
 
 def tfds_name(data_config: ml_collections.ConfigDict) -> str:

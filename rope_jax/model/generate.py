@@ -98,7 +98,8 @@ def _generate(graphdef: nnx.GraphDef, params: nnx.State, tokens: jax.Array, mask
   batch, prompt_len = tokens.shape
   positions, seg, last = prompt_layout(mask)
   cache = model_lib.init_cache(model.cfg, batch, prompt_len + max_new_tokens)
-  logits, cache = model(tokens, positions, seg, cache=cache)
+  prefill = model(tokens, positions, seg, cache=cache)
+  logits, cache = prefill.logits, prefill.cache
   logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]  # [B, V]
   next_pos = seg.sum(axis=1)  # Each row continues at its own length.
 
@@ -114,7 +115,8 @@ def _generate(graphdef: nnx.GraphDef, params: nnx.State, tokens: jax.Array, mask
     out = out.at[:, i].set(token)
     done = done | (token == eos_id)
     ones = jnp.ones((batch, 1), jnp.int32)
-    logits, cache = model(token[:, None], pos[:, None], ones, cache=cache)
+    step = model(token[:, None], pos[:, None], ones, cache=cache)
+    logits, cache = step.logits, step.cache
     return i + 1, cache, logits[:, 0], pos + 1, out, done, rng
 
   out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)

@@ -12,9 +12,15 @@ dimension, F feed-forward hidden width, V vocabulary size.
 Every parameter carries its logical axis names (``out_sharding`` metadata, e.g.
 ``("embed", "q_heads", "head_dim")``); ``rope_jax.sharding`` maps them onto a device mesh.
 
-For analysis the forward pass can return, per layer, the pre-rotation queries and keys, the
-post-rotation ones, the values and the attention weights (``return_intermediates=True``): the
-same computation the model trains with, not a second copy of it.
+``Transformer.__call__`` returns one type, :class:`DecoderOutput` (logits, and the updated KV
+cache or the per-layer intermediates when asked for). For analysis the forward pass can return,
+per layer, the pre-rotation queries and keys, the post-rotation ones, the values and the
+attention weights (``return_intermediates=True``): the same computation the model trains with,
+not a second copy of it.
+
+The RoPE cos/sin tables depend on the positions only, so the ``Transformer`` evaluates them once
+per forward pass (one pair per distinct ``RopeConfig`` among the layers) and hands them to the
+layers.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax import struct
 
 from rope_jax.model import attention as attention_lib
 from rope_jax import sharding as sharding_lib
@@ -43,6 +50,26 @@ REMAT_POLICIES = {
 }
 # Logical axis names of the residual stream [B, L, D] (rope_jax.sharding.constrain).
 ACT_BLD = ("activation_batch", "activation_length", "activation_embed")
+
+
+@struct.dataclass
+class DecoderOutput:
+  """What :meth:`Transformer.__call__` returns (a pytree, so it can leave a ``jit``).
+
+  Attributes:
+    logits: float32 ``[B, L, V]``.
+    cache: with a KV cache given, the updated per-layer caches (:func:`init_cache`); else None.
+    intermediates: with ``return_intermediates=True``, one ``dict(q, k, q_rot, k_rot, v, attn)``
+      per layer (see :meth:`Transformer.__call__`); else None.
+  """
+
+  logits: jax.Array
+  cache: list[dict[str, jax.Array]] | None = None
+  intermediates: list[dict[str, jax.Array]] | None = None
+
+
+# cos/sin tables of one RopeConfig at the forward pass's positions (rope_jax.rope.rope_tables).
+RopeTables = tuple[jax.Array, jax.Array] | None
 
 
 def _param(init: jax.Array, names: Sequence[str | None]) -> nnx.Param:
@@ -153,28 +180,31 @@ class Attention(nnx.Module):
     self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
     self.impl = cfg.attention_impl
 
-  def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+  def __call__(self, x: jax.Array, tables: RopeTables, segment_ids: jax.Array,
                return_intermediates: bool = False, *,
                cache: dict[str, jax.Array] | None = None):
-    """``x [B, L, D]``, ``positions [B, L]``, ``segment_ids [B, L]`` -> ``[B, L, D]``.
+    """``x [B, L, D]``, ``segment_ids [B, L]`` -> ``(out [B, L, D], cache, intermediates)``.
 
-    Returns ``(out, intermediates or None)``; with a layer ``cache`` (see :func:`init_cache`)
-    the new keys/values are written at the cache's index, the queries attend to every cached
-    slot of their segment up to their own, and the second result is the updated cache.
+    ``tables`` are this layer's RoPE cos/sin at the tokens' positions (``self.rope.tables``;
+    the ``Transformer`` computes them once for all layers). With a layer ``cache`` (see
+    :func:`init_cache`) the new keys/values are written at the cache's index, the queries attend
+    to every cached slot of their segment up to their own, and ``cache`` is the updated one
+    (else None). ``intermediates`` is ``dict(q, k, q_rot, k_rot, v, attn)`` when
+    ``return_intermediates`` (else None).
     """
+    if return_intermediates and cache is not None:
+      raise ValueError("return_intermediates is not supported together with a KV cache.")
     dt = x.dtype
     q = jnp.einsum("bld,dnh->blnh", x, self.q_proj[...].astype(dt))
     k = jnp.einsum("bld,dkh->blkh", x, self.k_proj[...].astype(dt))
     v = jnp.einsum("bld,dkh->blkh", x, self.v_proj[...].astype(dt))
-    tables = self.rope.tables(positions, self.head_dim)  # One cos/sin table for q and k.
     q_rot = self.rope.apply_tables(q, tables)
     k_rot = self.rope.apply_tables(k, tables)
     keys, values = k_rot, v
+    new_cache = None
     if cache is None:
       mask = attention_mask(segment_ids)
     else:
-      if return_intermediates:
-        raise ValueError("return_intermediates is not supported together with a KV cache.")
       new_cache = update_cache(cache, k_rot, v, segment_ids)
       keys, values = new_cache["k"].astype(dt), new_cache["v"].astype(dt)
       mask = attention_mask(segment_ids, new_cache["segment_ids"], q_offset=cache["index"])
@@ -188,11 +218,10 @@ class Attention(nnx.Module):
     else:
       encoded, probs = self._xla_attention(q_rot * jnp.asarray(scale, dt), keys, values, mask)
     out = jnp.einsum("blnh,nhd->bld", encoded, self.o_proj[...].astype(dt))
-    if cache is not None:
-      return out, new_cache
-    if not return_intermediates:
-      return out, None
-    return out, dict(q=q, k=k, q_rot=q_rot, k_rot=k_rot, v=v, attn=probs)
+    inter = None
+    if return_intermediates:
+      inter = dict(q=q, k=k, q_rot=q_rot, k_rot=k_rot, v=v, attn=probs)
+    return out, new_cache, inter
 
   def _xla_attention(self, q, k, v, mask):
     """Plain einsum attention; returns (``[B, L, N, H]``, float32 weights ``[B, N, L, L]``)."""
@@ -237,12 +266,13 @@ class Block(nnx.Module):
     self.pre_ffw_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pdt)
     self.mlp = FeedForward(cfg, rngs=rngs)
 
-  def __call__(self, x, positions, segment_ids, return_intermediates=False, *, cache=None):
-    attn_out, inter = self.attn(self.pre_attention_norm(x), positions, segment_ids,
-                                return_intermediates, cache=cache)
+  def __call__(self, x, tables, segment_ids, return_intermediates=False, *, cache=None):
+    """As :meth:`Attention.__call__`: ``(x [B, L, D], cache or None, intermediates or None)``."""
+    attn_out, cache, inter = self.attn(self.pre_attention_norm(x), tables, segment_ids,
+                                       return_intermediates, cache=cache)
     x = x + attn_out
     x = x + self.mlp(self.pre_ffw_norm(x))
-    return x, inter
+    return x, cache, inter
 
 
 class Transformer(nnx.Module):
@@ -263,7 +293,7 @@ class Transformer(nnx.Module):
       *,
       return_intermediates: bool = False,
       cache: list[dict[str, jax.Array]] | None = None,
-  ):
+  ) -> DecoderOutput:
     """Runs the decoder.
 
     Args:
@@ -279,8 +309,8 @@ class Transformer(nnx.Module):
         (``positions`` must then be given explicitly).
 
     Returns:
-      float32 logits ``[B, L, V]``, or ``(logits, [per-layer dict, ...])``, or with a cache
-      ``(logits, updated cache)``.
+      :class:`DecoderOutput`: float32 ``logits [B, L, V]``; ``cache`` the updated per-layer
+      caches when one was given; ``intermediates`` the per-layer dicts when asked for.
     """
     if tokens.ndim != 2:
       raise ValueError(f"tokens must be [B, L], got shape {tokens.shape}.")
@@ -293,23 +323,31 @@ class Transformer(nnx.Module):
     for name, arr in (("positions", positions), ("segment_ids", segment_ids)):
       if arr.shape != tokens.shape:
         raise ValueError(f"{name} must have the tokens' shape {tokens.shape}, got {arr.shape}.")
+    if return_intermediates and cache is not None:
+      raise ValueError("return_intermediates is not supported together with a KV cache.")
+    # One cos/sin table per distinct positional encoding, shared by every layer that uses it.
+    tables: dict[RopeConfig, RopeTables] = {}
+    for block in self.blocks:
+      if block.attn.rope not in tables:
+        tables[block.attn.rope] = block.attn.rope.tables(positions, self.cfg.head_dim)
     x = sharding_lib.constrain(self.embedder.encode(tokens, _dtype(self.cfg.dtype)), ACT_BLD)
-    intermediates = []
+    new_cache, intermediates = [], []
     for i, block in enumerate(self.blocks):
+      layer_tables = tables[block.attn.rope]
       if cache is not None:
-        x, inter = block(x, positions, segment_ids, cache=cache[i])
+        x, layer_cache, _ = block(x, layer_tables, segment_ids, cache=cache[i])
+        new_cache.append(layer_cache)
       elif self.cfg.remat != "none" and not return_intermediates:
-        x, inter = nnx.remat(lambda blk, x: blk(x, positions, segment_ids),
-                             policy=REMAT_POLICIES[self.cfg.remat])(block, x)
+        x, _, _ = nnx.remat(lambda blk, x, t: blk(x, t, segment_ids),
+                            policy=REMAT_POLICIES[self.cfg.remat])(block, x, layer_tables)
       else:
-        x, inter = block(x, positions, segment_ids, return_intermediates)
-      intermediates.append(inter)
+        x, _, inter = block(x, layer_tables, segment_ids, return_intermediates)
+        intermediates.append(inter)
       x = sharding_lib.constrain(x, ACT_BLD)
     logits = sharding_lib.constrain(self.embedder.decode(self.final_norm(x)),
                                     ("activation_batch", "activation_length", "activation_vocab"))
-    if cache is not None:
-      return logits, intermediates  # The updated per-layer caches.
-    return (logits, intermediates) if return_intermediates else logits
+    return DecoderOutput(logits=logits, cache=new_cache if cache is not None else None,
+                         intermediates=intermediates if return_intermediates else None)
 
 
 def count_params(cfg: ModelConfig) -> dict[str, int]:

@@ -18,16 +18,17 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from rope_jax.model import losses
 from rope_jax.model import transformer as model_lib
-from rope_jax.training import train_lib
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _batch_sums(graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array]
                 ) -> dict[str, jax.Array]:
   """Σ w·ce, Σ w and Σ w·[argmax = target] over one batch ([B, L] arrays)."""
-  logits = nnx.merge(graphdef, params)(batch["inputs"], batch["positions"], batch["segment_ids"])
-  _, aux = train_lib.cross_entropy(logits, batch["targets"], batch["weights"])
+  logits = nnx.merge(graphdef, params)(batch["inputs"], batch["positions"],
+                                       batch["segment_ids"]).logits
+  _, aux = losses.cross_entropy(logits, batch["targets"], batch["weights"])
   hits = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32) * batch["weights"]
   return {"loss_sum": aux["loss"] * aux["num_tokens"], "weight_sum": aux["num_tokens"],
           "correct_sum": hits.sum()}

@@ -27,6 +27,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from rope_jax.model import losses
 from rope_jax.model import transformer as model_lib
 from rope_jax import sharding as sharding_lib
 # The config sections live in rope_jax.config.schema; re-exported for train_lib.TrainConfig etc.
@@ -67,59 +68,11 @@ def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, opta
   return optax.chain(*parts), schedule
 
 
-# Loss and steps -------------------------------------------------------------------------------
-
-def cross_entropy_sums(logits: jax.Array, targets: jax.Array,
-                       weights: jax.Array) -> dict[str, jax.Array]:
-  """Weighted SUMS of the next-token loss terms, for exact averaging over microbatches.
-
-  Args:
-    logits: float ``[B, L, V]`` (computed in float32).
-    targets: int ``[B, L]``.
-    weights: float ``[B, L]``; 0 masks padding and document ends of packed rows.
-
-  Returns:
-    float32 scalars ``ce_sum`` (Σ w·ce), ``log_z_sq_sum`` (Σ w·log(Z)²) and ``weight_sum``
-    (Σ w).
-  """
-  logits = logits.astype(jnp.float32)
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  ce = log_z - target_logit
-  w = weights.astype(jnp.float32)
-  return {"ce_sum": jnp.sum(w * ce), "log_z_sq_sum": jnp.sum(w * jnp.square(log_z)),
-          "weight_sum": jnp.sum(w)}
-
-
-def loss_from_sums(sums: dict[str, jax.Array],
-                   z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """``(objective, aux)`` of :func:`cross_entropy` from (possibly accumulated) sums."""
-  denom = jnp.maximum(sums["weight_sum"], 1.0)
-  loss = sums["ce_sum"] / denom
-  z_term = z_loss * sums["log_z_sq_sum"] / denom
-  return loss + z_term, {"loss": loss, "z_loss": z_term, "num_tokens": sums["weight_sum"]}
-
-
-def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
-                  z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Weighted next-token cross-entropy (nats per target token) plus optional z-loss.
-
-  Args:
-    logits: float32 ``[B, L, V]``.
-    targets: int ``[B, L]`` (the token after each input).
-    weights: float ``[B, L]``; 0 masks padding and document ends of packed rows.
-    z_loss: coefficient of ``log(Z)²``.
-
-  Returns:
-    ``(objective, aux)``: objective = (Σ w·ce + z_loss·Σ w·log(Z)²) / Σ w; aux has ``loss``
-    (the cross-entropy part), ``z_loss`` (its term), ``num_tokens`` (Σ w).
-  """
-  return loss_from_sums(cross_entropy_sums(logits, targets, weights), z_loss)
-
+# Steps (the losses are rope_jax.model.losses) ----------------------------------------------------
 
 def _forward(graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array]) -> jax.Array:
   model = nnx.merge(graphdef, params)
-  return model(batch["inputs"], batch["positions"], batch["segment_ids"])
+  return model(batch["inputs"], batch["positions"], batch["segment_ids"]).logits
 
 
 def split_microbatches(batch: dict[str, jax.Array],
@@ -151,12 +104,13 @@ def accumulate_gradients(params: Any, batch: dict[str, jax.Array], *, graphdef: 
 
   ``jax.lax.scan`` over the ``[A, B/A, L]`` microbatches (:func:`split_microbatches`) sums the
   float32 gradients of Σ w·ce + z_loss·Σ w·log(Z)² and the sums themselves, then divides once
-  by the batch's total Σ w, so the result is the full-batch gradient of :func:`cross_entropy`
-  however the weighted (non-padding) tokens are spread over the microbatches.
+  by the batch's total Σ w, so the result is the full-batch gradient of
+  :func:`rope_jax.model.losses.cross_entropy` however the weighted (non-padding) tokens are
+  spread over the microbatches.
 
   Returns:
     ``(grads, aux)``: grads like ``params`` (in the parameters' dtypes), ``aux`` as
-    :func:`cross_entropy`'s.
+    :func:`rope_jax.model.losses.cross_entropy`'s.
   """
   micro = split_microbatches(batch, num_microbatches)
   names = sharding_lib.logical_names_tree(params)
@@ -166,7 +120,7 @@ def accumulate_gradients(params: Any, batch: dict[str, jax.Array], *, graphdef: 
     return jax.tree.map(lambda x, spec: sharding_lib.constrain(x, tuple(spec)), tree, names)
 
   def sum_loss(p: Any, mb: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
-    sums = cross_entropy_sums(_forward(graphdef, p, mb), mb["targets"], mb["weights"])
+    sums = losses.cross_entropy_sums(_forward(graphdef, p, mb), mb["targets"], mb["weights"])
     return sums["ce_sum"] + z_loss * sums["log_z_sq_sum"], sums
 
   def body(carry, mb):
@@ -181,7 +135,7 @@ def accumulate_gradients(params: Any, batch: dict[str, jax.Array], *, graphdef: 
   (grad_sum, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
   denom = jnp.maximum(sums["weight_sum"], 1.0)
   grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grad_sum, params)
-  return grads, loss_from_sums(sums, z_loss)[1]
+  return grads, losses.loss_from_sums(sums, z_loss)[1]
 
 
 def train_step(state: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
@@ -201,7 +155,7 @@ def train_step(state: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: 
 
     def loss_fn(params):
       logits = _forward(graphdef, params, batch)
-      return cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
+      return losses.cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
 
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
   updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
@@ -216,7 +170,7 @@ def eval_step(params: Any, batch: dict[str, jax.Array], *,
               graphdef: nnx.GraphDef) -> dict[str, jax.Array]:
   """Sums for exact averaging over batches: ``loss_sum`` (Σ w·ce) and ``weight_sum`` (Σ w)."""
   logits = _forward(graphdef, params, batch)
-  _, aux = cross_entropy(logits, batch["targets"], batch["weights"])
+  _, aux = losses.cross_entropy(logits, batch["targets"], batch["weights"])
   return {"loss_sum": aux["loss"] * aux["num_tokens"], "weight_sum": aux["num_tokens"]}
 
 

@@ -43,6 +43,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
+from rope_jax import rope as rope_lib
 from rope_jax.model import transformer as model_lib
 from rope_jax import sharding as sharding_lib
 from rope_jax.weights import safetensors_io
@@ -396,7 +397,7 @@ def check_config(cfg: model_lib.ModelConfig, fields: dict[str, Any], *, where: s
                 "zero-pad the table when the checkpoint's vocabulary is smaller.")
       raise ValueError(f"Checkpoint {where} {names.get(field, field)!r} = {value} disagrees with "
                        f"the rope_jax config model.{field} = {ours}.{hint}")
-  theta = (fields.get("rope") or {}).get("theta", model_lib.rope_lib.DEFAULT_THETA)
+  theta = (fields.get("rope") or {}).get("theta", rope_lib.DEFAULT_THETA)
   expected = model_lib.RopeConfig(theta=theta)
   for name, rope in (("rope", cfg.rope), ("global_rope", cfg.global_rope)):
     if rope is None:
