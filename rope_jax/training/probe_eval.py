@@ -30,8 +30,8 @@ from rope_jax.model import transformer as model_lib
 @functools.partial(jax.jit, static_argnums=0)
 def _predict(graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array]) -> jax.Array:
   """Greedy next-token ids ``[B, L]`` (teacher forcing) for a batch of ``[B, L]`` arrays."""
-  logits = nnx.merge(graphdef, params)(batch["inputs"], batch["positions"], batch["segment_ids"])
-  return jnp.argmax(logits, -1)
+  out = nnx.merge(graphdef, params)(batch["inputs"], batch["positions"], batch["segment_ids"])
+  return jnp.argmax(out.logits, -1)
 
 
 def probe_config(data_config: ml_collections.ConfigDict, task: str,
