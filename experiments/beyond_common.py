@@ -229,6 +229,6 @@ def pyplot() -> Any:
 
 def save_figure(fig: Any, path: str, title: str) -> None:
   """Titles, writes (PNG at 130 dpi) and closes a figure."""
-  fig.suptitle(title, fontsize=10)
+  fig.suptitle(title, fontsize=10, y=1.02)
   fig.savefig(path, dpi=130, bbox_inches="tight")
   pyplot().close(fig)
