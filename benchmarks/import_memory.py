@@ -85,7 +85,7 @@ def worker(mode: str, src: str, dtype: str) -> dict[str, float]:
   """One measurement in this (fresh) process."""
   import jax  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import gemma  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import safetensors_io  # pylint: disable=g-import-not-at-top
 
@@ -107,7 +107,7 @@ def worker(mode: str, src: str, dtype: str) -> dict[str, float]:
   seconds = time.perf_counter() - start
   if mode == "streamed + save":
     with tempfile.TemporaryDirectory() as out:
-      checkpoints.save_params(out, params, {"model": fields}, metadata={"import": {}})
+      rundir.save_params(out, params, {"model": fields}, metadata={"import": {}})
   params_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   return dict(before_mib=before, peak_mib=_peak_mib(), params_mib=params_bytes / 2**20,
               seconds=seconds)

@@ -67,11 +67,10 @@ def _train(run: grid.Run, workdir: str, overrides: list[str]) -> float:
 
 
 def _finished(workdir: str, num_steps: int) -> bool:
-  from rope_jax.checkpoint import manager as checkpoint  # pylint: disable=g-import-not-at-top
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(ckpt_dir):
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(rundir.checkpoint_dir(workdir)):
     return False
-  steps = checkpoint.Checkpointer.for_reading(ckpt_dir).all_steps()
+  steps = rundir.available_steps(workdir)
   return bool(steps) and steps[-1] >= num_steps
 
 

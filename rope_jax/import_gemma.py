@@ -14,7 +14,7 @@ rows, the gemma library's 256,128 (as ``configs/gemma_*.py``): set
 ``--config.model.param_dtype=bfloat16`` halves the memory (the official weights are bf16).
 
 The result is ``<out>/checkpoints/<step>/`` with ``{"params": ...}`` and the config in the
-metadata, restored like any trained run (``rope_jax.checkpoint.params.restore_model``, the
+metadata, restored like any trained run (``rope_jax.checkpoint.rundir.load``, the
 analysis scripts, ``python -m rope_jax.sample``). With ``--shard`` the params are laid out on
 the config's mesh while importing (a TPU host importing 7B with ``--config.mesh.fsdp=-1``).
 """
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> None:
   from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
   from rope_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import gemma  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
@@ -71,8 +71,8 @@ def main(argv: list[str]) -> None:
   logging.info("Imported %s (%s layout, %.2fB params) in %.1f s.", FLAGS.src, layout,
                counts["total"] / 1e9, time.time() - start)
   metadata = {"import": {"src": FLAGS.src, "layout": layout, "pad_vocab": FLAGS.pad_vocab}}
-  directory = checkpoints.save_params(FLAGS.out, params, json.loads(config.to_json_best_effort()),
-                                      step=FLAGS.step, metadata=metadata)
+  directory = rundir.save_params(FLAGS.out, params, json.loads(config.to_json_best_effort()),
+                                 step=FLAGS.step, metadata=metadata)
   logging.info("Saved step %d to %s.", FLAGS.step, directory)
   print(f"Saved {cfg.num_layers}-layer Gemma ({counts['total']:,} params) to {directory}")
 

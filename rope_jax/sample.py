@@ -33,9 +33,12 @@ def main(argv: list[str]) -> None:
   del argv
   from rope_jax.model import generate as generate_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.data import text  # pylint: disable=g-import-not-at-top
-  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
 
-  step, model, metadata = checkpoints.restore_model(FLAGS.workdir, step=FLAGS.step)
+  restored = rundir.load(FLAGS.workdir, FLAGS.step, device=jax.local_devices()[0],
+                         attention_impl=None)  # The run's own attention kernel.
+  step, model, metadata = restored.step, restored.model, restored.metadata
   tokenizer = text.load_tokenizer(FLAGS.vocab, metadata.get("config"))
   prompts = text.encode_prompts(tokenizer, FLAGS.prompt, add_bos=FLAGS.add_bos,
                                 vocab_size=model.cfg.vocab_size)

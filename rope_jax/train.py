@@ -113,6 +113,7 @@ def run(config: Any, workdir: str) -> dict[str, float]:
   """
   import jax  # pylint: disable=g-import-not-at-top
   from rope_jax.checkpoint import manager as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
   from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.training import flops as flops_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
@@ -163,7 +164,7 @@ def run(config: Any, workdir: str) -> dict[str, float]:
   start_step = 0
   state = None
   if ckpt_cfg.enabled:
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+    ckpt = checkpoint_lib.Checkpointer(rundir.checkpoint_dir(workdir),
                                        save_interval_steps=ckpt_cfg.save_every_steps,
                                        max_to_keep=ckpt_cfg.max_to_keep,
                                        async_save=ckpt_cfg.async_save)
@@ -206,7 +207,7 @@ def run(config: Any, workdir: str) -> dict[str, float]:
       last = ckpt.all_steps()[-1] if ckpt is not None and ckpt.all_steps() else None
       raise NonFiniteError(
           f"Non-finite {bad} at step {step}; stopping. The last good checkpoint (step {last}) "
-          f"in {os.path.join(workdir, 'checkpoints')} is left in place; lower "
+          f"in {rundir.checkpoint_dir(workdir)} is left in place; lower "
           f"train.learning_rate or raise train.warmup_steps and resume.")
 
   last: dict[str, float] = {}

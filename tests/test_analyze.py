@@ -24,6 +24,7 @@ from rope_jax.analysis import measure
 from rope_jax.analysis import report
 from rope_jax.checkpoint import manager as checkpoint
 from rope_jax.config import base as config_lib
+from rope_jax.config import presets
 from rope_jax.checkpoint import rundir as restore
 from tests import fake_devices
 
@@ -102,17 +103,16 @@ def _tiny_config(arg="pe=rope"):
 
 
 def _save_params_only(workdir, arg, *, metadata=None, config=True):
-  """A params-only checkpoint as rope_jax.import_gemma writes it (weights.checkpoints)."""
+  """A params-only checkpoint as rope_jax.import_gemma writes it (rundir.save_params)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
-  from rope_jax.checkpoint import params as checkpoints  # pylint: disable=g-import-not-at-top
   cfg_dict = json.loads(_tiny_config(arg).to_json_best_effort())
   cfg = model_lib.ModelConfig.from_dict(cfg_dict["model"])
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.Transformer(cfg, rngs=nnx.Rngs(1))))
+  graphdef, _ = model_lib.abstract_model(cfg)
   params = jax.jit(lambda: nnx.state(model_lib.Transformer(cfg, rngs=nnx.Rngs(1)), nnx.Param))()
   model = nnx.merge(graphdef, params)
   if config:
-    checkpoints.save_params(str(workdir), params, cfg_dict, step=STEP, metadata=metadata)
+    restore.save_params(str(workdir), params, cfg_dict, step=STEP, metadata=metadata)
   else:
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_interval_steps=1,
                                    max_to_keep=1, async_save=False)
@@ -167,7 +167,7 @@ def test_restore_imported_params_only_checkpoint(tmp_path):
   model = _save_params_only(tmp_path, "pe=p_rope,p=0.25", metadata={"import": {"src": "x"}})
   restored = restore.load(str(tmp_path))
   assert restored.imported and restored.step == STEP
-  assert restore.describe_positional_encoding(restored.model_config) == "0.25-RoPE θ=10k"
+  assert presets.describe(restored.model_config) == "0.25-RoPE θ=10k"
   tokens = jnp.arange(12, dtype=jnp.int32)[None]
   np.testing.assert_allclose(_logits(restored.model, tokens), _logits(model, tokens),
                              rtol=1e-5, atol=1e-5)
@@ -196,7 +196,7 @@ def test_restore_errors(tmp_path, sharded_run):
                                       ("pe=partial,p=0.75", "partial rotary 0.75 θ=10k")])
 def test_describe_positional_encoding(arg, name):
   cfg = config_lib.model_config(config_lib.load_config(f"configs/tiny.py:{arg}"))
-  assert restore.describe_positional_encoding(cfg) == name
+  assert presets.describe(cfg) == name
 
 
 def test_analyze_argument_errors(sharded_run):

@@ -176,11 +176,9 @@ def test_the_sections_are_re_exported_where_call_sites_use_them():
     ("pe=partial,p=0.5", "partial rotary 0.5 θ=10k"),
     ("pe=rope,layout=interleaved,scale=4", "RoPE θ=10k scale 4 interleaved")])
 def test_describe_inverts_the_presets(arg, name):
-  from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
   cfg = config_lib.model_config(config_lib.load_config(f"configs/tiny.py:{arg}"))
   assert cfg.rope.variant == presets.PE_PRESETS[arg.split(",")[0].removeprefix("pe=")][0]
   assert presets.describe(cfg) == name
-  assert rundir.describe_positional_encoding is presets.describe
   glob = dataclasses.replace(cfg, global_every=6, global_rope=schema.RopeConfig(fraction=0.25))
   assert presets.describe(glob) == f"{name}; every 6th layer 0.25-RoPE θ=10k"
 

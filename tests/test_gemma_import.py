@@ -20,7 +20,7 @@ import pytest
 
 from rope_jax import analysis
 from rope_jax.model import transformer as model_lib
-from rope_jax.checkpoint import params as checkpoints
+from rope_jax.checkpoint import rundir
 from rope_jax.weights import gemma
 from rope_jax.weights import safetensors_io
 from tests import fake_devices
@@ -190,9 +190,10 @@ def test_saved_checkpoint_restores_like_a_run(tmp_path):
   config = config_lib.base_config()
   config.model.update(**gemma.infer_model_fields(_src("gemma_tiny_mha", "hf")))
   params = gemma.import_params(_src("gemma_tiny_mha", "flax"), config_lib.model_config(config))
-  checkpoints.save_params(str(tmp_path), params, config.to_dict(), step=7,
-                          metadata={"import": {"layout": "flax"}})
-  step, model, metadata = checkpoints.restore_model(str(tmp_path))
+  rundir.save_params(str(tmp_path), params, config.to_dict(), step=7,
+                     metadata={"import": {"layout": "flax"}})
+  restored = rundir.load(str(tmp_path), device=jax.local_devices()[0], attention_impl=None)
+  step, model, metadata = restored.step, restored.model, restored.metadata
   assert step == 7 and metadata["import"] == {"layout": "flax"}
   tokens, want = _reference("gemma_tiny_mha")
   np.testing.assert_allclose(np.asarray(model(jnp.asarray(tokens)).logits), want, rtol=1e-5,
@@ -212,10 +213,11 @@ def test_restore_model_reads_the_params_of_a_training_run(tmp_path):
   model_cfg = config_lib.model_config(config)
   optimizer, _ = train_lib.make_optimizer(train_lib.TrainConfig.from_dict(config.train.to_dict()))
   state = train_lib.init_state(model_cfg, optimizer, seed=0)
-  with checkpoint.Checkpointer(checkpoints.checkpoint_dir(str(tmp_path)), save_interval_steps=1,
+  with checkpoint.Checkpointer(rundir.checkpoint_dir(str(tmp_path)), save_interval_steps=1,
                                max_to_keep=1, async_save=False) as ckpt:
     ckpt.save(3, state, metadata={"config": json.loads(config.to_json_best_effort())})
-  step, model, _ = checkpoints.restore_model(str(tmp_path))
+  restored = rundir.load(str(tmp_path), device=jax.local_devices()[0], attention_impl=None)
+  step, model, _ = restored.step, restored.model, restored.metadata
   assert step == 3
   want = jax.tree.leaves(nnx.to_pure_dict(state["params"]))
   got = jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param)))

@@ -29,7 +29,6 @@ from rope_jax import errors
 from rope_jax.analysis import chunks as chunks_lib
 from rope_jax.analysis import frequency_usage as frequency_usage_lib
 from rope_jax.analysis import positional_heads as positional_heads_lib
-from rope_jax.checkpoint import manager as checkpoint_lib
 from rope_jax.checkpoint import rundir
 from rope_jax.data import text as text_lib
 from rope_jax.model import generate as generate_lib
@@ -40,8 +39,6 @@ HEAD_KINDS = positional_heads_lib.HEAD_KINDS  # ("diagonal", "previous_token")
 USAGE_NAMES = ("q", "k", "v")
 # The previous-token score needs a previous token.
 MIN_PROMPT_TOKENS = 2
-# Metadata key of a checkpoint written by rope_jax.import_gemma (rope_jax.checkpoint.params).
-_IMPORT_KEY = "import"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -57,16 +54,7 @@ def load_run(workdir: str, step: int | None = None, *, verify: bool = True,
       reads back intact.
     ValueError: the checkpoint has no (valid) config metadata.
   """
-  try:
-    restored = rundir.load(workdir, step, verify=verify)
-  except errors.RopeJaxError:
-    raise
-  except (FileNotFoundError, checkpoint_lib.CorruptCheckpointError) as e:
-    raise errors.NoCheckpointError(str(e)) from e
-  if device is not None:
-    graphdef, state = nnx.split(restored.model)
-    model = nnx.merge(graphdef, jax.device_put(state, device))
-    restored = dataclasses.replace(restored, model=model)
+  restored = rundir.load(workdir, step, verify=verify, device=device)
   return restored
 
 
@@ -94,7 +82,7 @@ def run_tokenizer(restored: rundir.Restored, vocab: str = "") -> text_lib.Tokeni
     FileNotFoundError: the vocabulary file is missing.
   """
   data = restored.config.get("data")
-  if _IMPORT_KEY in restored.metadata and not vocab and not (data and data.get("vocab_path")):
+  if restored.imported and not vocab and not (data and data.get("vocab_path")):
     raise errors.BadInputError(
         "this checkpoint holds imported weights (rope_jax.import_gemma) and its config names "
         "no vocabulary: pass --vocab_path=<the model's tokenizer.model>.")

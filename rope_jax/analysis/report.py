@@ -38,6 +38,7 @@ from rope_jax.analysis.measure import USAGE_NAMES
 from rope_jax.analysis.measure import rounded
 from rope_jax.analysis import measure as measure_lib
 from rope_jax.checkpoint import rundir
+from rope_jax.config import presets
 
 ANALYSES: tuple[str, ...] = ("frequency_usage", "heads", "patterns")
 USAGE_TITLES = {"q": "queries q", "k": "keys k", "v": "values v (control: never rotated)"}
@@ -62,7 +63,7 @@ def run_info(restored: rundir.Restored, workdir: str, texts: Sequence[str],
   return {
       "workdir": workdir,
       "step": restored.step,
-      "positional_encoding": rundir.describe_positional_encoding(cfg),
+      "positional_encoding": presets.describe(cfg),
       "model": {"num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
                 "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
                 "rope": dataclasses.asdict(cfg.rope)},
@@ -256,12 +257,12 @@ def analyze(workdir: str, analyses: str | Sequence[str], out: str, *, step: int 
     raise errors.BadInputError(f"top_heads must be >= 1, got {top_heads_k}.")
   texts = measure_lib.read_prompts(prompts)
   _check_index("prompt_index", prompt_index, len(texts), "prompts")
+  _, cfg, _ = rundir.read_config(workdir, step)  # Metadata only: bad indices fail before loading.
+  _check_index("layer", layer, cfg.num_layers, "layers")
+  _check_index("head", head, cfg.num_heads, "query heads per layer")
   host = jax.devices("cpu")[0]
   with jax.default_device(host):
     restored = measure_lib.load_run(workdir, step, verify=verify)
-    cfg = restored.model_config
-    _check_index("layer", layer, cfg.num_layers, "layers")
-    _check_index("head", head, cfg.num_heads, "query heads per layer")
     tokenizer = measure_lib.run_tokenizer(restored, vocab_path)
     token_ids = measure_lib.encode_prompts(tokenizer, texts, cfg, add_bos=add_bos)
     m = measure_lib.measure(restored.model, token_ids, batch_size=batch_size,

@@ -1,38 +1,47 @@
-"""Restoring a run's model onto the host CPU for analysis (any mesh it was trained on).
+"""The run directory: where a run keeps what, and reading or writing its model.
 
-A run directory (``rope_jax.train`` or ``rope_jax.import_gemma``) holds
-``<workdir>/checkpoints/<step>/`` with the state ``{"params": nnx.State, ...}`` (plus
-``"opt_state"`` and ``"step"`` for a training run) and the experiment config under the
-metadata's ``"config"``. Analysis reads it through ``rope_jax.checkpoint.manager`` only
-(``Checkpointer.restore_params``): the parameters are read onto one CPU device through abstract
-targets (``jax.ShapeDtypeStruct`` carrying ``SingleDeviceSharding``), whatever mesh wrote them,
-and the optimizer state is never read (a 7B analysis needs the parameters' memory, not 3x).
+A run directory (``rope_jax.train`` or ``rope_jax.import_gemma``) holds::
 
-    model, config, step = restore.load_model("/runs/tiny_rope")
-    logits, inter = model(tokens, return_intermediates=True)
+  <workdir>/
+    checkpoints/<step>/   the state ``{"params": nnx.State, ...}`` (plus ``"opt_state"`` and
+                          ``"step"`` for a training run), the experiment config under the
+                          metadata's ``"config"`` (``manager.Checkpointer``)
+    metrics.jsonl         one JSON record per logged step (``training.metrics``)
+    tensorboard/          TensorBoard event files
 
-The model is rebuilt from the saved config with ``attention_impl="xla"`` (the materialised
-attention weights the analyses read); everything else (dtypes, positional encoding) is the run's.
+This module is the one home of those names, of the abstract parameters of a config on a device
+or a mesh, of :func:`load` (analysis, sampling, evaluation: parameters only, never the optimizer
+state, onto one device or a mesh whatever mesh wrote them) and of :func:`save_params` (imports).
+
+    restored = rundir.load("/runs/tiny_rope")        # attention_impl="xla": the analyses' view
+    logits = restored.model(tokens).logits
+
+The model is rebuilt from the saved config; ``attention_impl`` is the one explicit choice
+(default ``"xla"``, the materialised attention weights the analyses read; ``None`` keeps the
+run's own, e.g. for sampling).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
 from absl import logging
 from flax import nnx
-from jax.sharding import SingleDeviceSharding
+from jax.sharding import Mesh, SingleDeviceSharding
 
+from rope_jax import errors
+from rope_jax import sharding as sharding_lib
 from rope_jax.checkpoint import manager as checkpoint_lib
 from rope_jax.config import base as config_lib
-from rope_jax.config import presets
 from rope_jax.model import transformer as model_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_SUBDIR = "tensorboard"
 IMPORT_KEY = "import"  # Metadata key of checkpoints written by rope_jax.import_gemma.
 ANALYSIS_ATTENTION_IMPL = "xla"
 
@@ -42,9 +51,9 @@ class Restored:
   """A restored run.
 
   Attributes:
-    model: the ``Transformer`` with its parameters on the host CPU.
+    model: the ``Transformer`` with its parameters on the chosen device or mesh.
     config: the run's experiment config (``ml_collections.ConfigDict`` rebuilt from the
-      checkpoint metadata; ``model.attention_impl`` is ``"xla"``). JSON turned tuples into lists.
+      checkpoint metadata, ``model.attention_impl`` as loaded). JSON turned tuples into lists.
     model_config: the validated ``ModelConfig`` the model was built from.
     step: the checkpoint step restored.
     metadata: the checkpoint's whole metadata dict (``"config"``, and e.g. ``"mesh"`` for a
@@ -66,12 +75,27 @@ class Restored:
 
 
 def checkpoint_dir(workdir: str) -> str:
-  """``<workdir>/checkpoints``; FileNotFoundError (one line) if the workdir or it is missing."""
+  """``<workdir>/checkpoints`` (need not exist: see :func:`existing_checkpoint_dir`)."""
+  return os.path.join(workdir, CHECKPOINT_SUBDIR)
+
+
+def metrics_path(workdir: str) -> str:
+  """``<workdir>/metrics.jsonl``."""
+  return os.path.join(workdir, METRICS_FILE)
+
+
+def tensorboard_dir(workdir: str) -> str:
+  """``<workdir>/tensorboard``."""
+  return os.path.join(workdir, TENSORBOARD_SUBDIR)
+
+
+def existing_checkpoint_dir(workdir: str) -> str:
+  """``<workdir>/checkpoints``; NoCheckpointError (one line) if the workdir or it is missing."""
   if "://" not in workdir and not os.path.isdir(workdir):
-    raise FileNotFoundError(f"workdir {workdir!r} does not exist.")
-  directory = os.path.join(workdir, CHECKPOINT_SUBDIR)
+    raise errors.NoCheckpointError(f"workdir {workdir!r} does not exist.")
+  directory = checkpoint_dir(workdir)
   if "://" not in directory and not os.path.isdir(directory):
-    raise FileNotFoundError(
+    raise errors.NoCheckpointError(
         f"workdir {workdir!r} has no {CHECKPOINT_SUBDIR}/ directory (expected {directory}, "
         "written by rope_jax.train or rope_jax.import_gemma).")
   return directory
@@ -79,7 +103,11 @@ def checkpoint_dir(workdir: str) -> str:
 
 def available_steps(workdir: str) -> list[int]:
   """The committed checkpoint steps of a run, ascending (not yet verified)."""
-  return checkpoint_lib.Checkpointer.for_reading(checkpoint_dir(workdir)).all_steps()
+  ckpt = checkpoint_lib.Checkpointer.for_reading(existing_checkpoint_dir(workdir))
+  try:
+    return ckpt.all_steps()
+  finally:
+    ckpt.close()
 
 
 def host_device() -> jax.Device:
@@ -87,8 +115,8 @@ def host_device() -> jax.Device:
   return jax.devices("cpu")[0]
 
 
-def config_from_metadata(metadata: Any, where: str,
-                         ) -> tuple[ml_collections.ConfigDict, model_lib.ModelConfig]:
+def config_from_metadata(metadata: Any, where: str, attention_impl: str | None = (
+    ANALYSIS_ATTENTION_IMPL)) -> tuple[ml_collections.ConfigDict, model_lib.ModelConfig]:
   """The experiment config and its ``ModelConfig`` from a checkpoint's metadata.
 
   The whole config goes through ``config_lib.validate``. A run saved by an older version of the
@@ -98,6 +126,7 @@ def config_from_metadata(metadata: Any, where: str,
   Args:
     metadata: the checkpoint's metadata (``{"config": {...}, ...}``).
     where: names the checkpoint in error messages.
+    attention_impl: set ``model.attention_impl`` to this; None keeps the run's own.
 
   Raises:
     ValueError: no config (or no model section) in the metadata, or an invalid model section.
@@ -110,7 +139,8 @@ def config_from_metadata(metadata: Any, where: str,
         "checkpoint's metadata['config']['model'], which rope_jax.train and "
         "rope_jax.import_gemma write.")
   config = ml_collections.ConfigDict(config)
-  config.model.attention_impl = ANALYSIS_ATTENTION_IMPL
+  if attention_impl is not None:
+    config.model.attention_impl = attention_impl
   try:
     return config, config_lib.validate(config)["model"]
   except ValueError as full_error:
@@ -123,59 +153,77 @@ def config_from_metadata(metadata: Any, where: str,
     return config, model_cfg
 
 
-def abstract_params(cfg: model_lib.ModelConfig, device: jax.Device | None = None,
+def abstract_params(cfg: model_lib.ModelConfig, device: jax.Device | None = None, *,
+                    mesh: Mesh | None = None, rules: Sequence[tuple[str, Any]] | None = None,
                     ) -> tuple[nnx.GraphDef, nnx.State]:
   """``(graphdef, params)``: the model's ``nnx.Param`` state as ``jax.ShapeDtypeStruct``s.
 
-  Nothing is allocated. Every leaf carries ``SingleDeviceSharding(device)`` (default: the host
-  CPU), the restore target of ``Checkpointer.restore_params``.
+  Nothing is allocated. Without a mesh every leaf carries ``SingleDeviceSharding(device)``
+  (default: the host CPU); with one, the ``NamedSharding`` of its logical axis names under
+  ``rules`` (default ``sharding.DEFAULT_RULES``). The restore target of
+  ``Checkpointer.restore_params``.
   """
-  sharding = SingleDeviceSharding(device or host_device())
-  abstract = nnx.eval_shape(lambda: model_lib.Transformer(cfg, rngs=nnx.Rngs(0)))
-  graphdef, params = nnx.split(abstract, nnx.Param)
-  params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                        params)
-  return graphdef, params
+  graphdef, params = model_lib.abstract_model(cfg)
+  if mesh is None:
+    sharding = SingleDeviceSharding(device or host_device())
+    shardings = jax.tree.map(lambda _: sharding, params)
+  else:
+    rules = sharding_lib.normalize_rules(sharding_lib.DEFAULT_RULES if rules is None else rules)
+    shardings = sharding_lib.param_shardings(params, mesh, rules)
+  return graphdef, jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), params, shardings)
 
 
-def read_config(workdir: str, step: int | None = None,
+def read_config(workdir: str, step: int | None = None, *,
+                attention_impl: str | None = ANALYSIS_ATTENTION_IMPL,
                 ) -> tuple[ml_collections.ConfigDict, model_lib.ModelConfig, dict[str, Any]]:
   """``(config, model_config, metadata)`` of a run's checkpoint, without reading any array.
 
   Args:
     workdir: a run directory holding ``checkpoints/``.
     step: the checkpoint step; None = the newest one with readable metadata.
+    attention_impl: as :func:`config_from_metadata`.
 
   Raises:
-    FileNotFoundError, ValueError: as :func:`load`.
+    NoCheckpointError, ValueError: as :func:`load`.
   """
-  directory = checkpoint_dir(workdir)
+  directory = existing_checkpoint_dir(workdir)
   metadata = checkpoint_lib.restore_metadata(directory, step)
   where = (f"checkpoint step {step} in {directory}" if step is not None else
            f"the newest checkpoint in {directory}")
-  config, model_cfg = config_from_metadata(metadata, where)
+  config, model_cfg = config_from_metadata(metadata, where, attention_impl)
   return config, model_cfg, metadata
 
 
 def load(workdir: str, step: int | None = None, *, verify: bool = True,
-         device: jax.Device | None = None) -> Restored:
-  """Restores the parameters of ``<workdir>/checkpoints`` onto one device (default: host CPU).
+         device: jax.Device | None = None, mesh: Mesh | None = None,
+         rules: Sequence[tuple[str, Any]] | None = None,
+         attention_impl: str | None = ANALYSIS_ATTENTION_IMPL) -> Restored:
+  """Restores the parameters of ``<workdir>/checkpoints`` (a training run or imported weights).
+
+  Parameters only (``Checkpointer.restore_params``): a training run's optimizer state is never
+  read.
 
   Args:
     workdir: a run directory (local or gs://) holding ``checkpoints/``.
     step: the checkpoint step; None = the newest one that reads back intact.
     verify: compare the restored arrays with their save-time fingerprints.
-    device: where the parameters go; default ``jax.devices("cpu")[0]``.
+    device: where the parameters go without a mesh; default the host CPU.
+    mesh: lay the parameters out on this mesh instead (by their logical axis names).
+    rules: logical axis rules for ``mesh``; default ``sharding.DEFAULT_RULES``.
+    attention_impl: the model's ``attention_impl``: default ``"xla"`` (what the analyses read);
+      None keeps the run's own (sampling, evaluation).
 
   Raises:
-    FileNotFoundError: no such workdir, no ``checkpoints/`` in it, no committed checkpoint, or no
-      checkpoint for ``step`` (the message lists the available steps).
+    NoCheckpointError: no such workdir, no ``checkpoints/`` in it, no committed checkpoint, no
+      checkpoint for ``step`` (the message lists the available steps), or none restorable.
+    IncompatibleRunError: the saved arrays do not fit the saved config's model.
     ValueError: the checkpoint has no (valid) config metadata.
-    checkpoint.CorruptCheckpointError: the checkpoint cannot be read back.
+    manager.CorruptCheckpointError: ``step`` was given and cannot be read back.
   """
-  config, model_cfg, _ = read_config(workdir, step)
-  directory = checkpoint_dir(workdir)
-  graphdef, target = abstract_params(model_cfg, device)
+  config, model_cfg, _ = read_config(workdir, step, attention_impl=attention_impl)
+  directory = existing_checkpoint_dir(workdir)
+  graphdef, target = abstract_params(model_cfg, device, mesh=mesh, rules=rules)
   ckpt = checkpoint_lib.Checkpointer.for_reading(directory)
   try:
     step, params, metadata = ckpt.restore_params(target, step, verify=verify)
@@ -192,5 +240,20 @@ def load_model(workdir: str, step: int | None = None, *, verify: bool = True,
   return restored.model, restored.config, restored.step
 
 
-# The readable name of a model's encoding lives beside the presets it inverts.
-describe_positional_encoding = presets.describe
+def save_params(workdir: str, params: nnx.State, config: dict[str, Any], *, step: int = 0,
+                metadata: dict[str, Any] | None = None) -> str:
+  """Saves ``{"params": params}`` with ``{"config": config, **metadata}``; returns the directory.
+
+  The layout of a training run's parameters, so :func:`load` restores imported weights like a
+  trained run. ``metadata`` should say where the params came from under ``"import"``: that is
+  how :attr:`Restored.imported` tells imported weights from a trained run's.
+  """
+  directory = checkpoint_dir(workdir)
+  ckpt = checkpoint_lib.Checkpointer(directory, save_interval_steps=1, max_to_keep=1,
+                                     async_save=False)
+  try:
+    ckpt.save(step, {"params": params}, metadata={"config": config, **(metadata or {})},
+              force=True)
+  finally:
+    ckpt.close()
+  return directory

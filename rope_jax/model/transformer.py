@@ -351,9 +351,27 @@ class Transformer(nnx.Module):
 
 
 def count_params(cfg: ModelConfig) -> dict[str, int]:
-  """Parameter counts from abstract shapes (``jax.eval_shape``: nothing is allocated)."""
-  abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
-  state = nnx.state(abstract, nnx.Param)
+  """Parameter counts from abstract shapes (:func:`abstract_model`: nothing is allocated)."""
+  _, state = abstract_model(cfg)
   total = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(state))
-  embedding = int(np.prod(abstract.embedder.table.shape))
+  embedding = int(np.prod(state["embedder"]["table"].shape))
   return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+
+
+def abstract_model(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
+  """``(graphdef, params)`` of ``Transformer(cfg)`` without allocating anything.
+
+  ``params`` is the ``nnx.State`` of the model's ``nnx.Param``s with ``jax.ShapeDtypeStruct``
+  leaves (no sharding); ``nnx.merge(graphdef, params)`` rebuilds the model from real arrays. The one
+  home of the abstract model: the trainer, the run directory and the weight importers add their
+  shardings or devices to these leaves.
+
+  Raises:
+    ValueError: the model holds state other than ``nnx.Param`` (nothing here would save it).
+  """
+  abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+  if jax.tree.leaves(rest):
+    raise ValueError("The model has non-parameter state; rope_jax only saves and restores "
+                     "nnx.Param.")
+  return graphdef, params

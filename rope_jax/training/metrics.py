@@ -15,8 +15,8 @@ from typing import Any, Mapping
 from absl import logging
 from etils import epath
 
-JSONL = "metrics.jsonl"
-TB_DIR = "tensorboard"
+from rope_jax.checkpoint.rundir import METRICS_FILE as JSONL
+from rope_jax.checkpoint.rundir import TENSORBOARD_SUBDIR as TB_DIR
 
 
 def perplexity(loss: float) -> float:

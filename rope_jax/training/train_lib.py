@@ -176,15 +176,6 @@ def eval_step(params: Any, batch: dict[str, jax.Array], *,
 
 # Setup: abstract state, shardings, compilation --------------------------------------------------
 
-def abstract_model(model_cfg: model_lib.ModelConfig) -> tuple[nnx.GraphDef, Any]:
-  """(graphdef, abstract params) without allocating anything."""
-  abstract = nnx.eval_shape(lambda: model_lib.Transformer(model_cfg, rngs=nnx.Rngs(0)))
-  graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
-  if jax.tree.leaves(rest):
-    raise ValueError("The model has non-parameter state; the trainer only handles nnx.Param.")
-  return graphdef, params
-
-
 def init_state(model_cfg: model_lib.ModelConfig, optimizer: optax.GradientTransformation,
                seed: int) -> dict[str, Any]:
   """A fresh train state (call under ``jax.jit`` with out_shardings to init sharded)."""
@@ -294,7 +285,7 @@ def make_setup(model_cfg: model_lib.ModelConfig, train_cfg: TrainConfig,
                            process_count=process_count)
   check_grad_accum(train_cfg.global_batch_size, train_cfg.grad_accum_steps, mesh, rules)
   optimizer, schedule = make_optimizer(train_cfg)
-  graphdef, abstract_params = abstract_model(model_cfg)
+  graphdef, abstract_params = model_lib.abstract_model(model_cfg)
   params_sh = sharding_lib.param_shardings(abstract_params, mesh, rules)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   replicated = sharding_lib.replicated(mesh)

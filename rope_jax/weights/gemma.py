@@ -18,8 +18,8 @@ Both store RMSNorm scales for ``(1 + scale)`` and the un-scaled embedding table,
 does, and both use split-half RoPE, so no head-dim permutation is needed (unlike the Llama
 conversion); the equivalence tests against Hugging Face's PyTorch Gemma check exactly this.
 
-Memory: the target model is built abstractly (``nnx.eval_shape``, nothing allocated), then each
-parameter is created from one source tensor (memory-mapped for safetensors) with
+Memory: the target model is built abstractly (``model.abstract_model``: nothing allocated), then
+each parameter is created from one source tensor (memory-mapped for safetensors) with
 ``jax.make_array_from_callback`` straight into its ``NamedSharding`` when a mesh is given, and
 the host copy is dropped before the next one. Peak host memory is one copy of the params plus
 about one tensor (measured by ``benchmarks/import_memory.py``).
@@ -44,6 +44,7 @@ from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from rope_jax import rope as rope_lib
+from rope_jax.checkpoint import manager as checkpoint_lib
 from rope_jax.model import transformer as model_lib
 from rope_jax import sharding as sharding_lib
 from rope_jax.weights import safetensors_io
@@ -78,51 +79,24 @@ class OrbaxParamsReader:
 
   The gemma library saves ``{"transformer/layer_0/attn/q_einsum": {"w": ...}, ...}``, so the
   names are ``"transformer/layer_0/attn/q_einsum/w"`` (a fully nested tree gives the same).
-  ``read`` restores that single leaf (``partial_restore``) as a numpy array.
+  ``read`` restores that single leaf as a numpy array, through ``checkpoint.manager.open_tree``
+  (the one module that talks to Orbax).
   """
 
   def __init__(self, path: str):
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-    self._ocp = ocp
     self.path = os.path.abspath(path)
-    self._checkpointer = ocp.PyTreeCheckpointer()
-    meta = self._checkpointer.metadata(self.path)
-    tree = getattr(meta, "item_metadata", meta)
-    tree = getattr(tree, "tree", tree)
-    self._leaves: dict[str, tuple[tuple[str, ...], Any]] = {}
-
-    def walk(node: Any, keys: tuple[str, ...]) -> None:
-      if isinstance(node, dict):
-        for k, v in node.items():
-          walk(v, keys + (str(k),))
-      elif hasattr(node, "shape") and hasattr(node, "dtype"):
-        self._leaves["/".join(keys)] = (keys, node)
-
-    walk(tree, ())
+    self._tree = checkpoint_lib.open_tree(self.path)
+    self._leaves = {"/".join(keys): keys for keys in self._tree.leaves}
 
   def keys(self) -> list[str]:
     return list(self._leaves)
 
   def spec(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
-    _, meta = self._leaves[name]
-    return tuple(meta.shape), np.dtype(meta.dtype)
+    leaf = self._tree.leaves[self._leaves[name]]
+    return tuple(leaf.shape), np.dtype(leaf.dtype)
 
   def read(self, name: str) -> np.ndarray:
-    keys, meta = self._leaves[name]
-
-    def nest(leaf: Any) -> dict:
-      for k in reversed(keys):
-        leaf = {k: leaf}
-      return leaf
-
-    item = nest(jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype))
-    args = nest(self._ocp.RestoreArgs(restore_type=np.ndarray))
-    out = self._checkpointer.restore(self.path, args=self._ocp.args.PyTreeRestore(
-        item=item, restore_args=args, partial_restore=True))
-    for k in keys:
-      out = out[k]
-    return np.asarray(out)
+    return self._tree.read(self._leaves[name])
 
 
 # ----------------------------------------------------------------------------------- layouts
@@ -526,8 +500,7 @@ def load_plan(source: TensorSource, plan: Sequence[SourceTensor], cfg: model_lib
   Returns:
     The ``nnx.State`` of ``Transformer(cfg)``'s ``nnx.Param``s.
   """
-  abstract = nnx.eval_shape(lambda: model_lib.Transformer(cfg, rngs=nnx.Rngs(0)))
-  state = nnx.state(abstract, nnx.Param)
+  _, state = model_lib.abstract_model(cfg)
   targets = nnx.to_pure_dict(state)
   if mesh is not None:
     rules = sharding_lib.normalize_rules(sharding_lib.DEFAULT_RULES if rules is None else rules)
@@ -552,5 +525,5 @@ def load_plan(source: TensorSource, plan: Sequence[SourceTensor], cfg: model_lib
 def import_model(path: str, cfg: model_lib.ModelConfig, **kwargs: Any) -> model_lib.Transformer:
   """:func:`import_params` merged into a ``Transformer`` (same keyword arguments)."""
   state = import_params(path, cfg, **kwargs)
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.Transformer(cfg, rngs=nnx.Rngs(0))))
+  graphdef, _ = model_lib.abstract_model(cfg)
   return nnx.merge(graphdef, state)
