@@ -8,7 +8,7 @@ own is initialised this way: a resumed run continues from its own checkpoints.
 
 The parameters are read through ``rope_jax.checkpoint`` straight into the new run's shardings
 (any mesh wrote them, any mesh reads them); the source's config (in its checkpoint metadata) must
-give the same parameter tree, else a ValueError names the first parameter that differs.
+give the same parameter tree, else a ``BadInputError`` names the first parameter that differs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 
+from rope_jax import errors
 from rope_jax.checkpoint import manager as checkpoint_lib
 from rope_jax.checkpoint import rundir
 
@@ -24,7 +25,7 @@ from rope_jax.checkpoint import rundir
 def parse_spec(spec: str) -> tuple[str, int | None]:
   """``"<workdir>[:step]"`` -> ``(workdir, step or None)`` (``gs://`` paths keep their colon)."""
   if not isinstance(spec, str) or not spec.strip():
-    raise ValueError(f"checkpoint.init_from must be '<workdir>[:step]', got {spec!r}.")
+    raise errors.BadInputError(f"checkpoint.init_from must be '<workdir>[:step]', got {spec!r}.")
   head, sep, tail = spec.rpartition(":")
   if sep and tail.isdigit() and head and not head.endswith(":"):
     return head, int(tail)
@@ -42,7 +43,7 @@ def check_compatible(source: Any, target: Any, where: str) -> None:
   a, b = _shapes(source), _shapes(target)
   for path in sorted(set(a) | set(b)):
     if a.get(path) != b.get(path):
-      raise ValueError(
+      raise errors.BadInputError(
           f"checkpoint.init_from: {where} has parameter {path} as "
           f"{a.get(path, 'missing')} but this run needs {b.get(path, 'missing')}; only "
           "settings that keep the parameter shapes (e.g. the positional encoding) may differ.")
@@ -57,17 +58,17 @@ def load_params(spec: str, abstract_params: Any) -> tuple[int, Any]:
       (``Setup.abstract_state["params"]``).
 
   Raises:
-    ValueError: a bad spec, no such workdir / checkpoint / step, or a source whose parameters
-      differ in shape.
+    errors.BadInputError (a ValueError): a bad spec, no such workdir / checkpoint / step, or a
+      source whose parameters differ in shape.
   """
   workdir, step = parse_spec(spec)
   try:
     _, model_cfg, _ = rundir.read_config(workdir, step)
-  except FileNotFoundError as e:
-    raise ValueError(f"checkpoint.init_from={spec!r}: {e}") from e
+  except FileNotFoundError as e:  # errors.NoCheckpointError: here a bad setting
+    raise errors.BadInputError(f"checkpoint.init_from={spec!r}: {e}") from e
   where = f"{workdir}" + (f" step {step}" if step is not None else "")
   check_compatible(rundir.abstract_params(model_cfg)[1], abstract_params, where)
-  ckpt = checkpoint_lib.Checkpointer.for_reading(rundir.checkpoint_dir(workdir))
+  ckpt = checkpoint_lib.Checkpointer.for_reading(rundir.existing_checkpoint_dir(workdir))
   try:
     step, params, _ = ckpt.restore_params(abstract_params, step)
   finally:
