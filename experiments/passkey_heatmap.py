@@ -29,7 +29,8 @@ import numpy as np
 
 from experiments import beyond_common as common
 
-# Encodings: key -> config argument. TODO(g2): ALiBi ("alibi": "pe=alibi") once main has it.
+# Encodings: key -> config argument. TODO(ALiBi): add "alibi": "pe=alibi" (the preset that puts
+# ALiBi's logit bias on NoPE layers, model.rope.bias="alibi") once main's config/presets.py has it.
 ENCODINGS = {
     "nope": "pe=nope",
     "rope": "pe=rope",
@@ -41,8 +42,8 @@ SCALES = {
         "cpu", "configs/tiny.py",
         {**common.MICRO_MODEL, "model.vocab_size": 256, "data.task": "probe_passkey",
          "data.long_probe.passkey_digits": 3, "train.seq_len": 32, "train.global_batch_size": 32,
-         "train.num_steps": 120, "train.learning_rate": 1e-2, "train.warmup_steps": 12,
-         "train.log_every_steps": 40, "eval.num_batches": 0,
+         "train.num_steps": 400, "train.learning_rate": 1e-2, "train.warmup_steps": 40,
+         "train.log_every_steps": 100, "eval.num_batches": 0,
          "checkpoint.save_every_steps": 1000},
         num_examples=24, eval_batches=0),
     "pod": common.Scale(
