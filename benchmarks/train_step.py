@@ -158,7 +158,7 @@ def _body(rows: list[dict[str, object]]) -> str:
 
 
 def run_aot() -> str:
-  from rope_jax import aot
+  from rope_jax.training import aot_compile as aot
   from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.load_config("configs/gemma_2b.py")
   c.mesh.data, c.mesh.fsdp = 1, -1

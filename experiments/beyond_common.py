@@ -22,6 +22,7 @@ from typing import Any
 import ml_collections
 
 from rope_jax.config import base as config_lib
+from rope_jax.training import loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,16 +123,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, label: str) -> float:
   os.makedirs(workdir, exist_ok=True)
   print(f"  {label}: training {config.train.num_steps} steps -> {workdir}", flush=True)
   start = time.perf_counter()
-  try:
-    from rope_jax.training import loop  # pylint: disable=g-import-not-at-top
-    loop.run(config, workdir)
-  except ImportError:  # TODO(g2): drop once main has rope_jax/training/loop.py.
-    import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-    code = ("import sys, json, ml_collections; from absl import flags; "
-            "flags.FLAGS(['x']); from rope_jax import train; "
-            "c = ml_collections.ConfigDict(json.loads(sys.argv[1])); "
-            "train.quiet_orbax_logs(); train.run(c, sys.argv[2])")
-    subprocess.run([sys.executable, "-c", code, config.to_json(), workdir], check=True)
+  loop.run(config, workdir)
   seconds = time.perf_counter() - start
   print(f"  {label}: trained in {seconds:.0f}s", flush=True)
   return seconds

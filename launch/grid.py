@@ -31,7 +31,8 @@ GRID_ACTIONS = ("submit", "status", "logs", "stop", "delete")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m launch.grid", description=__doc__,
+  from rope_jax import entrypoint  # pylint: disable=g-import-not-at-top
+  parser = entrypoint.ArgumentParser(prog="python -m launch.grid", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("action", choices=GRID_ACTIONS)
   tpu.add_tpu_flags(parser, with_name=False)
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     cells = plan(args)
     if args.action == "submit":
-      tpu.check_workdir(args.root)
+      tpu.check_workdir(args.root, "--root")
     warnings: list[str] = []
     for _, target, job in cells:
       for w in tpu.validate_all(args.action, target, job, dry_run=args.dry_run,
@@ -132,4 +133,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from rope_jax import entrypoint  # pylint: disable=g-import-not-at-top
+  entrypoint.run_plain(main)

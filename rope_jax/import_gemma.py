@@ -24,33 +24,43 @@ from __future__ import annotations
 import json
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
+from rope_jax import entrypoint
 
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("layout", "auto", ["auto", "hf", "flax"], "Checkpoint layout of --src.")
-flags.DEFINE_string("src", None, "Checkpoint to import (directory or .safetensors file).")
-flags.DEFINE_string("out", None, "rope_jax workdir; the checkpoint goes to <out>/checkpoints.")
-config_flags.DEFINE_config_file("config", None, "rope_jax experiment config file[:args]; "
-                                "default: sizes read from the checkpoint.", lock_config=True)
-flags.DEFINE_bool("pad_vocab", False, "Zero-pad a smaller checkpoint vocabulary to "
-                  "model.vocab_size (HF Gemma 256,000 -> 256,128).")
-flags.DEFINE_bool("shard", False, "Lay the params out on the config's mesh while importing.")
-flags.DEFINE_integer("step", 0, "Step number of the saved checkpoint.")
-flags.mark_flags_as_required(["src", "out"])
+
+def define_flags() -> None:
+  """The CLI's flags (called from :func:`cli` only, so importing this module defines none)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_enum("layout", "auto", ["auto", "hf", "flax"], "Checkpoint layout of --src.")
+  flags.DEFINE_string("src", None, "Checkpoint to import (directory or .safetensors file).")
+  flags.DEFINE_string("out", None, "rope_jax workdir; the checkpoint goes to <out>/checkpoints.")
+  config_flags.DEFINE_config_file("config", None, "rope_jax experiment config file[:args]; "
+                                  "default: sizes read from the checkpoint.", lock_config=True)
+  flags.DEFINE_bool("pad_vocab", False, "Zero-pad a smaller checkpoint vocabulary to "
+                    "model.vocab_size (HF Gemma 256,000 -> 256,128).")
+  flags.DEFINE_bool("shard", False, "Lay the params out on the config's mesh while importing.")
+  flags.DEFINE_integer("step", 0, "Step number of the saved checkpoint.")
+  flags.mark_flags_as_required(["src", "out"])
 
 
 def main(argv: list[str]) -> None:
   del argv
+  import os  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from rope_jax import errors  # pylint: disable=g-import-not-at-top
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  if "://" not in FLAGS.src and not os.path.exists(FLAGS.src):
+    raise errors.BadInputError(f"--src={FLAGS.src!r} does not exist; give a Hugging Face "
+                               "checkpoint directory (*.safetensors + config.json) or the gemma "
+                               "library's Orbax params directory.")
   from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
   from rope_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.checkpoint import rundir  # pylint: disable=g-import-not-at-top
   from rope_jax.weights import gemma  # pylint: disable=g-import-not-at-top
 
-  config = FLAGS.config
+  config = entrypoint.config_flag(FLAGS)
   if config is None:
     fields = gemma.infer_model_fields(FLAGS.src, FLAGS.layout)
     config = config_lib.base_config()
@@ -77,5 +87,9 @@ def main(argv: list[str]) -> None:
   print(f"Saved {cfg.num_layers}-layer Gemma ({counts['total']:,} params) to {directory}")
 
 
+def cli(argv: list[str] | None = None) -> None:
+  entrypoint.run_absl(main, define_flags, argv)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

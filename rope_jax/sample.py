@@ -12,25 +12,29 @@ the shipped offline vocabulary; ``--vocab=bytes`` uses UTF-8 bytes as token ids.
 
 from __future__ import annotations
 
-from absl import app
-from absl import flags
+from rope_jax import entrypoint
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
-flags.DEFINE_multi_string("prompt", None, "Prompt text (repeat for a batch).")
-flags.DEFINE_string("vocab", "", "SentencePiece model path, or 'bytes'; default: the run's "
-                    "data.vocab_path, else the shipped offline vocabulary.")
-flags.DEFINE_integer("max_new_tokens", 32, "Tokens to generate per prompt.")
-flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
-flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0 = all).")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_bool("add_bos", True, "Prepend BOS (id 2) to each prompt, as Gemma expects.")
-flags.mark_flags_as_required(["workdir", "prompt"])
+
+def define_flags() -> None:
+  """The CLI's flags (called from :func:`cli` only, so importing this module defines none)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
+  flags.DEFINE_multi_string("prompt", None, "Prompt text (repeat for a batch).")
+  flags.DEFINE_string("vocab", "", "SentencePiece model path, or 'bytes'; default: the run's "
+                      "data.vocab_path, else the shipped offline vocabulary.")
+  flags.DEFINE_integer("max_new_tokens", 32, "Tokens to generate per prompt.")
+  flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
+  flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0 = all).")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_bool("add_bos", True, "Prepend BOS (id 2) to each prompt, as Gemma expects.")
+  flags.mark_flags_as_required(["workdir", "prompt"])
 
 
 def main(argv: list[str]) -> None:
   del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   from rope_jax.model import generate as generate_lib  # pylint: disable=g-import-not-at-top
   from rope_jax.data import text  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -52,5 +56,9 @@ def main(argv: list[str]) -> None:
     print(f"{prompt}\u2502{tokenizer.decode(ids)}")
 
 
+def cli(argv: list[str] | None = None) -> None:
+  entrypoint.run_absl(main, define_flags, argv)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

@@ -41,6 +41,6 @@ def test_tiny_train_step_compiles_for_two_v5p_slices():
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                     reason="libtpu is not installed (pip install -e '.[tpu]'; .ci/run does).")
 def test_unknown_topology_is_a_clear_error():
-  from rope_jax import aot
+  from rope_jax.training import aot_compile as aot
   with pytest.raises(ValueError, match="Cannot get TPU topology 'v99:1x1'"):
     aot.topology_devices("v99:1x1")

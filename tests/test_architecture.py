@@ -19,6 +19,7 @@ LAYERS = {
     "rope_jax.rope": 0,
     "rope_jax.rope_scaling": 0,
     "rope_jax.errors": 0,
+    "rope_jax.entrypoint": 0,
     "rope_jax.config": 0,
     "rope_jax.data": 1,
     "rope_jax.sharding": 1,

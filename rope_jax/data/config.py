@@ -20,6 +20,15 @@ from rope_jax.config.schema import (  # pylint: disable=unused-import (re-export
     parse_mixture)
 
 
+def tfds_tasks_used(task: str, mixture: str = "") -> tuple[str, ...]:
+  """The TFDS tasks ``task`` (with ``mixture`` when task="mixture") reads. The vocabulary rule:
+  each needs Gemma's tokenizer in ``data.vocab_path`` and its prepared TFDS data; the offline and
+  probe tasks default to the shipped vocabulary."""
+  if task == "mixture":
+    return tuple(t for t, _ in parse_mixture(mixture) if t in TFDS_TASKS)
+  return (task,) if task in TFDS_TASKS else ()
+
+
 def default_config() -> ml_collections.ConfigDict:
   """``DataConfig``'s defaults: the offline default job (CPython docs, 2048-piece vocabulary)."""
   return config_lib.section_config(DataConfig)

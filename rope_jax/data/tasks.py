@@ -14,15 +14,22 @@ Every text task yields documents as one feature, ``targets``: int32 token ids en
 * ``probe_*``: ``probes.py`` (copy, reverse, recall) and ``long_probes.py`` (passkey, mqar,
   flipflop); one example per row, already laid out (not packed).
 
-Tasks are registered in ``seqio.TaskRegistry`` as ``rope_jax.<task>`` (probes as
-``rope_jax.probe_<kind>.L<seq_len>``) when first built from a data config; building again with a
-different config replaces the registration.
+``import rope_jax.data.tasks`` registers every task under a stable name, as seqio / t5x users
+expect: ``rope_jax.wiki``, ``rope_jax.flan_v2``, ``rope_jax.offline`` and the probes
+``rope_jax.probe_{copy,reverse,recall,passkey,mqar,flipflop}`` (rows of ``DEFAULT_PROBE_LEN``
+tokens), with the data defaults of ``rope_jax.data.config``, so ``seqio.get_mixture_or_task("rope_jax.wiki")`` works
+from any tool. Vocabularies are resolved lazily (on first encode / decode / size): the offline
+and probe tasks use the shipped vocabulary, wiki and flan_v2 Gemma's ``tokenizer.model`` named
+by the environment variable ``ROPE_JAX_GEMMA_VOCAB`` (a clear error on first use when unset).
+The config-driven path (:func:`get_task`) registers the same names from a data config (probes
+as ``rope_jax.probe_<kind>.L<seq_len>``), replacing the import-time registration.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+import os
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
@@ -53,6 +60,8 @@ PREPARE_HELP = {
                "(see rope_jax/data/flan_v2.py)",
 }
 PREFIX = "rope_jax."
+GEMMA_VOCAB_ENV = "ROPE_JAX_GEMMA_VOCAB"
+DEFAULT_PROBE_LEN = 128  # Row length of the import-time probe tasks (the tiny config's seq_len).
 
 
 def check_split(split: str) -> None:
@@ -108,6 +117,33 @@ def _text_features(vocab: seqio.Vocabulary) -> dict[str, seqio.Feature]:
   return {"targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32)}
 
 
+def _task_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary,
+                 seq_len: int | None, *, check_vocab: bool = True) -> dict[str, Any]:
+  """``seqio.TaskRegistry.add`` keyword arguments of ``data_config.task`` over ``vocab``."""
+  task = data_config.task
+  if task in TFDS_TASKS:
+    data_dir = data_config.tfds_data_dir or None
+    source = seqio.TfdsDataSource(
+        tfds_name(data_config), tfds_data_dir=data_dir, read_only=True,
+        splits=holdout_splits(data_config.validation_percent))
+    text = _wiki_text if task == "wiki" else _flan_text
+    return dict(source=source, output_features=_text_features(vocab),
+                preprocessors=[text, *_TOKENIZE],
+                shuffle_buffer_size=data_config.shuffle_buffer_size)
+  if task == "offline":
+    pct = data_config.validation_percent
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+      del shuffle_files, seed  # the pipeline permutes documents itself, seeded per epoch
+      return tf.data.Dataset.from_tensor_slices(
+          {"targets": list(offline_corpus.split_texts(split, pct))})
+    source = seqio.FunctionDataSource(dataset_fn, splits=SPLITS)
+    return dict(source=source, output_features=_text_features(vocab),
+                preprocessors=list(_TOKENIZE), shuffle_buffer_size=None)
+  if seq_len is None:
+    raise ValueError(f"Probe task {task!r} needs seq_len.")
+  return _probe_task_kwargs(data_config, vocab, seq_len, check_vocab=check_vocab)
+
+
 def get_task(data_config: ml_collections.ConfigDict, *, seq_len: int | None = None) -> seqio.Task:
   """Builds (and registers) the seqio Task of ``data_config.task``.
 
@@ -116,27 +152,8 @@ def get_task(data_config: ml_collections.ConfigDict, *, seq_len: int | None = No
   check_task(data_config.task)
   task = data_config.task
   vocab = get_vocabulary(data_config)
-  if task in TFDS_TASKS:
-    data_dir = data_config.tfds_data_dir or None
-    source = seqio.TfdsDataSource(
-        tfds_name(data_config), tfds_data_dir=data_dir, read_only=True,
-        splits=holdout_splits(data_config.validation_percent))
-    text = _wiki_text if task == "wiki" else _flan_text
-    return _register(PREFIX + task, source=source, output_features=_text_features(vocab),
-                     preprocessors=[text, *_TOKENIZE],
-                     shuffle_buffer_size=data_config.shuffle_buffer_size)
-  if task == "offline":
-    pct = data_config.validation_percent
-    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-      del shuffle_files, seed  # the pipeline permutes documents itself, seeded per epoch
-      return tf.data.Dataset.from_tensor_slices(
-          {"targets": list(offline_corpus.split_texts(split, pct))})
-    source = seqio.FunctionDataSource(dataset_fn, splits=SPLITS)
-    return _register(PREFIX + task, source=source, output_features=_text_features(vocab),
-                     preprocessors=list(_TOKENIZE), shuffle_buffer_size=None)
-  if seq_len is None:
-    raise ValueError(f"Probe task {task!r} needs seq_len.")
-  return _register(f"{PREFIX}{task}.L{seq_len}", **_probe_task_kwargs(data_config, vocab, seq_len))
+  name = PREFIX + task if task in TFDS_TASKS or task == "offline" else f"{PREFIX}{task}.L{seq_len}"
+  return _register(name, **_task_kwargs(data_config, vocab, seq_len))
 
 
 def probe_generator(task: str):
@@ -145,7 +162,8 @@ def probe_generator(task: str):
   return long_probes if kind in long_probes.KINDS else probes
 
 
-def probe_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary) -> dict[str, int]:
+def probe_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary, *,
+                 check_vocab: bool = True) -> dict[str, int]:
   """The probe settings of ``data_config`` (for its task), checked against the vocabulary size."""
   kind = data_config.task.removeprefix("probe_")
   if kind in long_probes.KINDS:
@@ -157,6 +175,8 @@ def probe_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary
     kwargs = {"num_symbols": p.num_symbols, "num_keys": p.num_keys, "num_queries": p.num_queries}
     need = probes.min_vocab_size(p.num_symbols, p.num_keys)
     how = f"{probes.FIRST_SYMBOL_ID} + num_symbols + num_keys"
+  if not check_vocab:
+    return kwargs
   if vocab.vocab_size < need:
     raise ValueError(f"Probe ids need a vocabulary of >= {need} tokens ({how}); "
                      f"{data_config.vocab_path or 'the offline vocabulary'} has "
@@ -165,10 +185,10 @@ def probe_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary
 
 
 def _probe_task_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary,
-                       seq_len: int) -> dict[str, Any]:
+                       seq_len: int, *, check_vocab: bool = True) -> dict[str, Any]:
   kind = data_config.task.removeprefix("probe_")
   generator = probe_generator(data_config.task)
-  kwargs = probe_kwargs(data_config, vocab)
+  kwargs = probe_kwargs(data_config, vocab, check_vocab=check_vocab)
   spec = {k: tf.TensorSpec([seq_len], tf.float32 if k == "weights" else tf.int32)
           for k in packing.BATCH_KEYS}
 
@@ -192,3 +212,97 @@ def tokenized_documents(task: seqio.Task, split: str) -> list[np.ndarray]:
   """All documents of a finite task split, in source order: a list of ``[n_i]`` int32 arrays."""
   ds = task.get_dataset(None, split=split, shuffle=False, num_epochs=1, try_in_mem_cache=False)
   return [ex["targets"] for ex in ds.as_numpy_iterator()]
+
+
+class DeferredVocabulary(seqio.Vocabulary):
+  """A seqio vocabulary whose model is loaded on first use (``load()`` -> a Vocabulary), so a
+  task can be registered at import without reading any file."""
+
+  def __init__(self, load: Callable[[], seqio.Vocabulary], name: str):
+    super().__init__(extra_ids=0)
+    self._load, self._name, self._vocab = load, name, None
+
+  @property
+  def vocabulary(self) -> seqio.Vocabulary:
+    if self._vocab is None:
+      self._vocab = self._load()
+    return self._vocab
+
+  @property
+  def bos_id(self) -> int | None:
+    return self.vocabulary.bos_id
+
+  @property
+  def eos_id(self) -> int | None:
+    return self.vocabulary.eos_id
+
+  @property
+  def unk_id(self) -> int | None:
+    return self.vocabulary.unk_id
+
+  @property
+  def pad_id(self) -> int:
+    return self.vocabulary.pad_id
+
+  @property
+  def _base_vocab_size(self) -> int:
+    return self.vocabulary.vocab_size
+
+  def _encode(self, s: str) -> Any:
+    return self.vocabulary.encode(s)
+
+  def _decode(self, ids: Any) -> str:
+    return self.vocabulary.decode(ids)
+
+  def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
+    return self.vocabulary.encode_tf(s)
+
+  def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+    return self.vocabulary.decode_tf(ids)
+
+  def __eq__(self, other: Any) -> bool:
+    return self is other or (isinstance(other, DeferredVocabulary) and
+                             self._name == other._name)
+
+  def __hash__(self) -> int:
+    return hash(self._name)
+
+  def __repr__(self) -> str:
+    return f"DeferredVocabulary({self._name})"
+
+
+def default_data_config(task: str) -> ml_collections.ConfigDict:
+  """The data defaults for ``task`` as registered at import (wiki / flan_v2 read Gemma's
+  vocabulary path from ``$ROPE_JAX_GEMMA_VOCAB``)."""
+  cfg = config_lib.default_config()
+  cfg.task = task
+  if task in TFDS_TASKS:
+    cfg.vocab_path = os.environ.get(GEMMA_VOCAB_ENV, "")
+  return cfg
+
+
+def _gemma_vocabulary(cfg: ml_collections.ConfigDict) -> seqio.Vocabulary:
+  if not cfg.vocab_path:
+    raise FileNotFoundError(f"Task rope_jax.{cfg.task} needs Gemma's vocabulary: set "
+                            f"${GEMMA_VOCAB_ENV} to its tokenizer.model, or build the task from a "
+                            f"config with data.vocab_path ({text.GEMMA_VOCAB_HELP}).")
+  return get_vocabulary(cfg)
+
+
+def register_defaults() -> tuple[str, ...]:
+  """Registers every task under its stable name (lazy vocabularies); returns the names. Names
+  already registered (e.g. from a config) are kept."""
+  names = []
+  for task in (*TFDS_TASKS, "offline", *PROBE_TASKS):
+    cfg = default_data_config(task)
+    load = functools.partial(_gemma_vocabulary if task in TFDS_TASKS else get_vocabulary, cfg)
+    vocab = DeferredVocabulary(load, f"{PREFIX}{task}")
+    name = PREFIX + task
+    if name not in seqio.TaskRegistry.names():
+      seqio.TaskRegistry.add(name, **_task_kwargs(cfg, vocab, DEFAULT_PROBE_LEN,
+                                                  check_vocab=False))
+    names.append(name)
+  return tuple(names)
+
+
+STABLE_TASK_NAMES = register_defaults()

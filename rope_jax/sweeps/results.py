@@ -215,7 +215,8 @@ def report(results: Sequence[RunResult]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m rope_jax.results", description=__doc__,
+  from rope_jax import entrypoint  # pylint: disable=g-import-not-at-top
+  parser = entrypoint.ArgumentParser(prog="python -m rope_jax.results", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   src = parser.add_mutually_exclusive_group(required=True)
   src.add_argument("--root", help="Grid root (local or gs://): runs at ROOT/<dataset>/<row>.")

@@ -10,7 +10,7 @@ backward) costs
   ×3 for forward + backward, halved because a causal mask only needs the lower triangle).
 
 MFU = model FLOPs per second / (devices × per-device peak). The peak is the dense bfloat16 peak
-of a known accelerator (table below); on CPU it is a measured float32 matmul rate.
+of a known accelerator (``rope_jax.config.accelerators``); on CPU it is a measured float32 matmul rate.
 """
 
 from __future__ import annotations
@@ -21,35 +21,13 @@ import time
 import jax
 import jax.numpy as jnp
 
+from rope_jax.config import accelerators
 from rope_jax.model import transformer as model_lib
 
-# Dense bf16 peak FLOP/s per JAX device (one TPU chip, or one megacore, or one GPU).
-PEAK_FLOPS: dict[str, float] = {
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,   # v5e
-    "TPU v5e": 197e12,
-    "TPU v5": 459e12,        # v5p
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,   # v6e (Trillium)
-    "TPU v6e": 918e12,
-    "NVIDIA H100 80GB HBM3": 989e12,  # SXM
-    "NVIDIA H100": 989e12,
-    "NVIDIA H100 PCIe": 756e12,
-    "NVIDIA H200": 989e12,
-}
-
-# High-bandwidth memory per device (bytes), for "does it fit?" in the AOT check.
-HBM_BYTES: dict[str, float] = {
-    "TPU v4": 32 * 2**30,
-    "TPU v5 lite": 16 * 2**30,
-    "TPU v5e": 16 * 2**30,
-    "TPU v5": 95 * 2**30,
-    "TPU v5p": 95 * 2**30,
-    "TPU v6 lite": 32 * 2**30,
-    "TPU v6e": 32 * 2**30,
-    "NVIDIA H100 80GB HBM3": 80 * 2**30,
-    "NVIDIA H200": 141 * 2**30,
-}
+# Per-device peak and memory, by ``jax.Device.device_kind``: the one table is
+# ``rope_jax.config.accelerators``.
+PEAK_FLOPS = accelerators.PEAK_FLOPS
+HBM_BYTES = accelerators.HBM_BYTES
 
 
 def _lookup(table: dict[str, float], device_kind: str, what: str) -> float:

@@ -123,3 +123,20 @@ def read_jsonl(workdir: str, split: str | None = None) -> list[dict[str, Any]]:
     if split is None or rec.get("split") == split:
       out.append(rec)
   return out
+
+
+def record_steps(workdir: str, split: str) -> set[int]:
+  """The steps with a ``split`` record in ``workdir/metrics.jsonl`` (lines cut short by a kill
+  are skipped; an absent file has none)."""
+  path = epath.Path(workdir) / JSONL
+  if not path.exists():
+    return set()
+  steps = set()
+  for line in path.read_text().splitlines():
+    try:
+      rec = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(rec, dict) and rec.get("split") == split and "step" in rec:
+      steps.add(int(rec["step"]))
+  return steps

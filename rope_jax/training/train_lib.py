@@ -1,7 +1,7 @@
 """Training state, optimizer, loss, and the jitted train / eval steps with their shardings.
 
-The loop lives in ``rope_jax/train.py`` (CLI only); checkpoints in ``rope_jax/checkpoint.py``;
-metrics in ``rope_jax/metrics.py``; FLOP counting in ``rope_jax/flops.py``.
+The loop lives in ``rope_jax/training/loop.py`` (its CLI is ``rope_jax/train.py``); checkpoints in
+``rope_jax/checkpoint/``; metrics in ``metrics.py``; FLOP counting in ``flops.py``.
 
 State for ``jax.jit``: ``nnx.split(model)`` gives a static ``graphdef`` and the parameters
 (an ``nnx.State`` of float32 ``nnx.Param``); the train state is the pytree
