@@ -21,14 +21,11 @@ This module only parses flags: the library is ``rope_jax.analysis`` (``measure``
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from rope_jax import entrypoint
 from rope_jax import errors
 from rope_jax.analysis import report
-
-# Errors whose message is the whole story (one line, no traceback; exit code errors.exit_code).
-USER_ERRORS = (errors.RopeJaxError, ValueError, OSError)
 
 
 def define_flags() -> None:
@@ -58,25 +55,6 @@ def define_flags() -> None:
                     "fingerprints.")
 
 
-def _quiet_orbax() -> None:
-  """Drops Orbax's INFO records and its 'read only' warnings (analysis never writes)."""
-  import logging  # pylint: disable=g-import-not-at-top
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-
-  class _Filter(logging.Filter):
-
-    def filter(self, record: logging.LogRecord) -> bool:
-      if "/orbax/" not in record.pathname:
-        return True
-      return record.levelno >= logging.WARNING and "read only" not in record.getMessage() \
-          and "read_only" not in record.getMessage()
-
-  absl_logging.get_absl_handler().addFilter(_Filter())
-  logging.getLogger().addFilter(_Filter())
-  for handler in logging.getLogger().handlers:
-    handler.addFilter(_Filter())
-
-
 def _run(argv: Sequence[str]) -> None:
   """The job under absl: flags parsed; user errors -> one line and their exit code."""
   from absl import app  # pylint: disable=g-import-not-at-top
@@ -84,32 +62,26 @@ def _run(argv: Sequence[str]) -> None:
   flag_values = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
-  _quiet_orbax()
-  try:
-    for name in ("workdir", "analysis", "out"):
-      if not flag_values[name].value:
-        raise errors.BadInputError(f"--{name} is required.")
-    paths = report.analyze(
-        flag_values.workdir, flag_values.analysis, flag_values.out, step=flag_values.step,
-        prompts=flag_values.prompts, layer=flag_values.layer, head=flag_values.head,
-        prompt_index=flag_values.prompt_index, vocab_path=flag_values.vocab_path,
-        batch_size=flag_values.batch_size, epsilon=flag_values.epsilon,
-        top_heads_k=flag_values.top_heads, add_bos=flag_values.add_bos,
-        verify=flag_values.verify)
-  except USER_ERRORS as e:
-    message = " ".join(str(e).split())
-    print(f"rope_jax.analyze: error: {message}", file=sys.stderr)
-    sys.exit(errors.exit_code(e))
+  entrypoint.quiet_orbax_logs()
+  for name in ("workdir", "analysis", "out"):
+    if not flag_values[name].value:
+      raise errors.BadInputError(f"--{name} is required.")
+  paths = report.analyze(
+      flag_values.workdir, flag_values.analysis, flag_values.out, step=flag_values.step,
+      prompts=flag_values.prompts, layer=flag_values.layer, head=flag_values.head,
+      prompt_index=flag_values.prompt_index, vocab_path=flag_values.vocab_path,
+      batch_size=flag_values.batch_size, epsilon=flag_values.epsilon,
+      top_heads_k=flag_values.top_heads, add_bos=flag_values.add_bos,
+      verify=flag_values.verify)
   print(f"Wrote {len(paths)} files to {flag_values.out}:")
   for path in paths:
     print(f"  {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  """Entry point: defines the flags, then runs the job under absl (``argv``: default sys.argv)."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  define_flags()
-  app.run(_run, argv=argv)
+  """Entry point: defines the flags, then runs the job under the shared runner (one-line errors,
+  the exit-code table of rope_jax.errors; ``argv``: default sys.argv)."""
+  entrypoint.run_absl(_run, define_flags, argv)
 
 
 if __name__ == "__main__":

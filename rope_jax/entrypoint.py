@@ -58,6 +58,20 @@ def quiet_environment() -> None:
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
+def quiet_orbax_logs() -> None:
+  """Drops Orbax's INFO records (one per file written); its warnings and errors stay. For every CLI that reads or
+  writes checkpoints."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+
+  class _Filter(std_logging.Filter):
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+      return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+  logging.get_absl_handler().addFilter(_Filter())
+
+
 @contextlib.contextmanager
 def filtered_stderr(pattern: re.Pattern[str] = _NOISE) -> Iterator[None]:
   """Captures file descriptor 2 (C++ logging included) and replays it minus lines matching

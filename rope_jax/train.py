@@ -102,19 +102,6 @@ def sigkill_after(step: int | None):
   return hook
 
 
-def quiet_orbax_logs() -> None:
-  """Drops Orbax's INFO records (one per file written); its warnings and errors stay."""
-  import logging as std_logging  # pylint: disable=g-import-not-at-top
-  from absl import logging  # pylint: disable=g-import-not-at-top
-
-  class _Filter(std_logging.Filter):
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-      return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-
-  logging.get_absl_handler().addFilter(_Filter())
-
-
 def main(argv: list[str]) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   from rope_jax import errors  # pylint: disable=g-import-not-at-top
@@ -126,7 +113,7 @@ def main(argv: list[str]) -> None:
     raise errors.BadInputError("--config and --workdir are required (e.g. "
                                "--config=configs/tiny.py --workdir=/tmp/tiny).")
   if not flag_values.orbax_info_logs:
-    quiet_orbax_logs()
+    entrypoint.quiet_orbax_logs()
   init_distributed(flag_values)
   from rope_jax.training import loop  # pylint: disable=g-import-not-at-top
   loop.run(config, flag_values.workdir, break_lock=flag_values.break_lock,

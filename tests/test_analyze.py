@@ -309,7 +309,7 @@ def test_cli_errors(sharded_run, tmp_path):
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == cases[name][2], (name, proc.returncode, stderr)
     assert "Traceback" not in stderr, (name, stderr)
-    lines = [line for line in stderr.splitlines() if line.startswith("rope_jax.analyze: error:")]
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and re.search(cases[name][1], lines[0]), (name, stderr)
     assert not (tmp_path / name).exists()
 
