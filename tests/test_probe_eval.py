@@ -96,3 +96,21 @@ def test_init_from_refuses_a_source_of_another_shape_naming_the_parameter():
     warm_start.check_compatible(rope, wider, "src")
   with pytest.raises(ValueError, match="init_from must be"):
     warm_start.parse_spec("")
+
+
+def test_passkey_grid_gives_each_depth_its_own_needles_and_reuses_them_across_lengths(
+    monkeypatch):
+  seen = []
+
+  def record(graphdef, params, batch):
+    del graphdef, params
+    w = np.asarray(batch["weights"]) > 0
+    seen.append([tuple(np.asarray(batch["targets"])[i][w[i]]) for i in range(w.shape[0])])
+    return jnp.asarray(batch["targets"])
+
+  monkeypatch.setattr(probe_eval, "_predict", record)
+  probe_eval.passkey_grid(_model(), data.default_config(), lengths=(32, 64), depths=(0.0, 1.0),
+                          num_examples=4)
+  (l32_d0, l32_d1, l64_d0, l64_d1) = seen
+  assert l32_d0 == l64_d0 and l32_d1 == l64_d1  # the same needles at every length
+  assert not set(l32_d0) & set(l32_d1)  # other needles at another depth

@@ -48,34 +48,40 @@ def probe_config(data_config: ml_collections.ConfigDict, task: str,
 
 
 def solved(model: model_lib.Transformer, data_config: ml_collections.ConfigDict, *, task: str,
-           seq_len: int, num_examples: int, batch_size: int = 32,
+           seq_len: int, num_examples: int, batch_size: int = 32, start: int = 0,
            settings: Mapping[str, Any] | None = None) -> np.ndarray:
-  """``[num_examples]`` bool: which of the first validation rows the model answers exactly.
+  """``[num_examples]`` bool: which validation rows the model answers exactly.
 
   Args:
     model: the decoder (e.g. ``rundir.load_model``).
     data_config: a ``config.data`` section (its probe settings are the defaults).
     task: a probe task, e.g. ``"probe_passkey"``, ``"probe_flipflop"``, ``"probe_copy"``.
     seq_len: row length in tokens.
-    num_examples: rows to score (the validation rows ``0 .. num_examples - 1``).
+    num_examples: rows to score: the validation rows ``start .. start + num_examples - 1``.
     batch_size: rows per forward pass.
+    start: the first validation row (disjoint ranges give independent rows).
     settings: ``data.long_probe`` overrides, e.g. ``{"passkey_depth": 0.25}``.
 
   Raises:
     ValueError: a bad task or setting, or a token id outside the model's vocabulary.
   """
-  from rope_jax import data  # pylint: disable=g-import-not-at-top
-  if num_examples < 1 or batch_size < 1:
-    raise ValueError(f"num_examples ({num_examples}) and batch_size ({batch_size}) must be >= 1.")
+  from rope_jax.data import tasks  # pylint: disable=g-import-not-at-top
+  if num_examples < 1 or batch_size < 1 or start < 0:
+    raise ValueError(f"num_examples ({num_examples}) and batch_size ({batch_size}) must be >= 1 "
+                     f"and start ({start}) >= 0.")
+  if not task.startswith("probe_"):
+    raise ValueError(f"Task {task!r} is not a probe; probe tasks: "
+                     f"{[t for t in tasks.TASKS if t.startswith('probe_')]}.")
   cfg = probe_config(data_config, task, settings)
+  kwargs = tasks.probe_kwargs(cfg, tasks.get_vocabulary(cfg))
+  generator = tasks.probe_generator(task)
   batch_size = min(batch_size, num_examples)
-  it = data.make_iterator(cfg, split="validation", global_batch_size=batch_size, seq_len=seq_len,
-                          seed=0, process_index=0, process_count=1)
   graphdef, params = nnx.split(model, nnx.Param)
   vocab = model.cfg.vocab_size
   out = []
-  while sum(len(o) for o in out) < num_examples:
-    batch = next(it)
+  for first in range(start, start + num_examples, batch_size):  # full batches: one compile
+    batch = generator.make_batch(task.removeprefix("probe_"), range(first, first + batch_size),
+                                 seed=0, split="validation", seq_len=seq_len, **kwargs)
     if batch["inputs"].max() >= vocab:
       raise ValueError(f"Task {task!r} uses token id {int(batch['inputs'].max())} but the model's "
                        f"vocabulary has {vocab}; raise model.vocab_size or shrink the probe.")
@@ -95,15 +101,18 @@ def passkey_grid(model: model_lib.Transformer, data_config: ml_collections.Confi
                  batch_size: int = 32) -> list[dict[str, Any]]:
   """The needle-in-a-haystack grid: one cell per (length, depth) with its :class:`Score`.
 
+  Each depth gets its own validation rows (depth ``i``: rows ``i*n .. (i+1)*n - 1``), so cells
+  pooled over depths are independent rows; each length reuses them (a paired comparison).
+
   Returns:
     ``[{"seq_len", "depth", "correct", "total", "accuracy", "lo", "hi"}, ...]``, lengths
     outer, depths inner.
   """
   cells = []
   for seq_len in lengths:
-    for depth in depths:
+    for i, depth in enumerate(depths):
       s = score(model, data_config, task="probe_passkey", seq_len=int(seq_len),
-                num_examples=num_examples, batch_size=batch_size,
+                num_examples=num_examples, batch_size=batch_size, start=i * num_examples,
                 settings={"passkey_depth": float(depth)})
       cells.append({"seq_len": int(seq_len), "depth": float(depth), **s.to_dict()})
   return cells
