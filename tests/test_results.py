@@ -106,3 +106,18 @@ def test_cpu_scale_root(tmp_path, capsys):
   text = capsys.readouterr().out
   assert "Corpus + probes (ours)" in text and "(paper)" not in text
   assert "| 0.25-RoPE | 3.2500 |" in text
+
+
+def test_resolvable_difference_closed_form():
+  # ppl 6.44, 1,048,576 tokens, sd 2.5: 6.44 * 1.96 * 2.5 * sqrt(2) / 1024.
+  got = results.resolvable_difference(6.44, 2**20)
+  assert abs(got - 6.44 * 1.96 * 2.5 * 2**0.5 / 1024) < 1e-12
+  # Four times the tokens halves it.
+  assert abs(results.resolvable_difference(6.44, 2**22) - got / 2) < 1e-12
+
+
+def test_paper_grid_prints_its_resolution():
+  run = grid.find("p075-rope-flan-v2")
+  assert results.eval_tokens(run) == 2 * 64 * 8192
+  note = results.resolution_note([results.RunResult(name=run.name, workdir="x", run=run)])
+  assert "1,048,576 tokens" in note and "eval.num_batches" in note

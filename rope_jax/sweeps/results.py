@@ -28,6 +28,31 @@ from rope_jax.sweeps import grid as grid_lib
 from rope_jax.training import metrics as metrics_lib
 
 _PPL_KEY = re.compile(r"^perplexity_len(\d+)$")
+# Typical standard deviation of a language model's per-token loss (nats): the assumption behind
+# resolvable_difference (ours, not a measurement of the paper's runs).
+TOKEN_LOSS_SD = 2.5
+
+
+def resolvable_difference(perplexity: float, num_tokens: int, *,
+                          token_loss_sd: float = TOKEN_LOSS_SD, z: float = 1.96) -> float:
+  """The smallest perplexity difference two runs' evaluations on ``num_tokens`` can resolve.
+
+  Two mean losses over ``num_tokens`` tokens each (per-token sd ``token_loss_sd``, tokens
+  treated as independent) differ by ``z · sd · sqrt(2 / N)`` nats at 95%; near ``perplexity``
+  that is ``perplexity · z · sd · sqrt(2 / N)``. Pairing on the same tokens lowers it; token
+  correlation raises it: an order of magnitude, not a test.
+  """
+  if num_tokens <= 0:
+    raise ValueError(f"num_tokens must be positive, got {num_tokens}.")
+  return perplexity * z * token_loss_sd * (2.0 / num_tokens) ** 0.5
+
+
+def eval_tokens(run: grid_lib.Run) -> int:
+  """Tokens one evaluation of a grid cell scores at the training length (its config)."""
+  from rope_jax.config import base as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.load_config(run.config)
+  batch = cfg.eval.global_batch_size or cfg.train.global_batch_size
+  return int(cfg.eval.num_batches * batch * cfg.train.seq_len)
 
 
 @dataclasses.dataclass
@@ -203,6 +228,19 @@ def runs_markdown(results: Sequence[RunResult]) -> str:
   return "\n".join(lines)
 
 
+def resolution_note(results: Sequence[RunResult]) -> str:
+  """One line: the smallest perplexity difference the grid's evaluation resolves (or "")."""
+  on_grid = [r for r in results if r.run is not None and r.run.paper_perplexity is not None]
+  if not on_grid:
+    return ""
+  n = eval_tokens(on_grid[0].run)
+  ppl = min(r.run.paper_perplexity for r in on_grid)
+  return (f"Evaluation: {n:,} tokens per run and length; near ppl {ppl:.2f} two runs must differ "
+          f"by about {resolvable_difference(ppl, n):.3f} ppl to be told apart (95%, per-token "
+          f"loss sd {TOKEN_LOSS_SD} nats assumed). The paper's RoPE vs 0.75-RoPE gaps are 0.021 "
+          "(Wiki) and 0.0007 (FlanV2): raise eval.num_batches to resolve them.")
+
+
 def report(results: Sequence[RunResult]) -> str:
   """Both tables, as printed by the CLI."""
   parts = []
@@ -210,6 +248,9 @@ def report(results: Sequence[RunResult]) -> str:
   if t2:
     parts += ["## Table 2: validation perplexity at the training length (lower is better)", "",
               t2, ""]
+    note = resolution_note(results)
+    if note:
+      parts += [note, ""]
   parts += ["## Runs", "", runs_markdown(results)]
   return "\n".join(parts) + "\n"
 

@@ -158,6 +158,13 @@ def train_step(state: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: 
       return losses.cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
 
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  return apply_gradients(state, grads, aux, optimizer=optimizer, schedule=schedule)
+
+
+def apply_gradients(state: dict[str, Any], grads: Any, aux: dict[str, jax.Array], *,
+                    optimizer: optax.GradientTransformation, schedule: optax.Schedule
+                    ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+  """The optimizer update of a train step: the new state and ``aux`` plus the step's metrics."""
   updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = dict(aux, grad_norm=optax.tree.norm(grads),
