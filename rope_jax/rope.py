@@ -25,7 +25,16 @@ D is the rotated width (H, or R for ``"partial"``).
 Shapes: ``x`` is ``[..., L, N, H]`` and ``positions`` is ``[..., L]`` with the same leading dims
 (``[B, L, N, H]`` and ``[B, L]`` in a model; ``[L, N, H]`` and ``[L]`` under ``vmap``).
 Positions are integer token indices (any values: packed sequences restart at 0, decoding offsets).
-Angles are computed in float32 whatever the input dtype; the output has the input's dtype.
+Angles of integer positions are formed exactly (``rope_jax.angles``: fixed-point turns, reduced to
+[-π, π), within ~3e-7 rad of float64 at any int32 position) and are float32, whatever the input
+dtype; fractional positions (analysis) use the float32 product. The output has the input's dtype.
+
+Context extension (``rope_type`` and its Hugging Face ``rope_parameters``, ``rope_params``):
+``"linear"``, ``"ntk"``, ``"dynamic"``, ``"yarn"``, ``"llama3"`` rescale the ladder *before* the
+variant keeps or removes pairs (``rope_jax.rope_scaling``); ``dim`` of those formulas is H (R for
+``"partial"``). ``scale_factor`` is the older spelling of ``"linear"`` and cannot be combined
+with a ``rope_type``. YaRN's attention factor scales logits, not rotations
+(``rope_scaling.attention_factor``).
 
 All hyperparameters are static Python values, validated once at each public entry
 (:func:`apply_rope`, :func:`rope_tables`, :func:`rotary_frequencies`, ...; the private helpers
@@ -35,11 +44,14 @@ anything is compiled.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rope_jax import angles as angles_lib
+from rope_jax import rope_scaling
 
 Variant = Literal["p_rope", "reversed", "partial"]
 Layout = Literal["split_half", "interleaved"]
@@ -57,6 +69,8 @@ def validate_rope_args(
     variant: str = "p_rope",
     layout: str = "split_half",
     scale_factor: float = 1.0,
+    rope_type: str = "default",
+    rope_params: Mapping[str, Any] | None = None,
 ) -> None:
   """Raises ValueError naming the bad value and what is allowed."""
   if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)):
@@ -74,6 +88,11 @@ def validate_rope_args(
   if not np.isfinite(scale_factor) or scale_factor < 1.0:
     raise ValueError(
         f"scale_factor (linear position interpolation) must be >= 1, got {scale_factor!r}.")
+  rope_scaling.validate_rope_scaling(rope_type, rope_params)
+  if rope_type != "default" and scale_factor != 1.0:
+    raise ValueError(
+        f"scale_factor={scale_factor!r} (the older spelling of rope type 'linear') cannot be "
+        f"combined with rope type {rope_type!r}; use rope type 'linear' with factor instead.")
 
 
 def frequency_ladder(head_dim: int, theta: float = DEFAULT_THETA) -> np.ndarray:
@@ -101,6 +120,9 @@ def rotary_frequencies(
     theta: float = DEFAULT_THETA,
     fraction: float = 1.0,
     variant: str = "p_rope",
+    rope_type: str = "default",
+    rope_params: Mapping[str, Any] | None = None,
+    seq_len: int | None = None,
 ) -> tuple[np.ndarray, int]:
   """Per-pair angular frequencies of a variant, and the rotated width.
 
@@ -109,26 +131,37 @@ def rotary_frequencies(
     theta: base wavelength θ (10,000 for Gemma).
     fraction: p in [0, 1].
     variant: ``"p_rope"``, ``"reversed"`` or ``"partial"``.
+    rope_type, rope_params: context extension (``rope_jax.rope_scaling``), applied to the
+      ladder before the variant removes pairs.
+    seq_len: the current length, read by ``rope_type="dynamic"`` only.
 
   Returns:
     ``(freqs, rotary_dim)``: ``freqs`` is a float64 array ``[rotary_dim/2]`` in rad/token with
     0 for identity pairs; dims ``[rotary_dim, H)`` are never touched. ``rotary_dim`` is H for
     ``p_rope``/``reversed`` and ``R = 2·int(p·H//2)`` for ``partial``.
   """
-  validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant)
-  return _rotary_frequencies(head_dim, theta, fraction, variant)
+  validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant,
+                     rope_type=rope_type, rope_params=rope_params)
+  return _rotary_frequencies(head_dim, theta, fraction, variant, rope_type, rope_params, seq_len)
 
 
-def _rotary_frequencies(head_dim: int, theta: float, fraction: float, variant: str
-                        ) -> tuple[np.ndarray, int]:
+def _rotary_frequencies(head_dim: int, theta: float, fraction: float, variant: str,
+                        rope_type: str = "default", rope_params: Mapping[str, Any] | None = None,
+                        seq_len: int | None = None) -> tuple[np.ndarray, int]:
   """:func:`rotary_frequencies` for arguments already validated."""
   kept = num_rotated_pairs(head_dim, fraction)
+
+  def ladder(dim: int) -> np.ndarray:
+    if rope_type == "default":
+      return _ladder(dim, theta)
+    return rope_scaling.scaled_frequencies(dim, theta, rope_type, rope_params, seq_len=seq_len)
+
   if variant == "partial":
     rotary_dim = 2 * kept
     if rotary_dim == 0:
       return np.zeros((0,), np.float64), 0
-    return _ladder(rotary_dim, theta), rotary_dim
-  freqs = _ladder(head_dim, theta)
+    return ladder(rotary_dim), rotary_dim
+  freqs = ladder(head_dim)
   removed = head_dim // 2 - kept
   if variant == "p_rope":
     freqs[kept:] = 0.0  # The slowest (1-p) fraction becomes identity.
@@ -138,7 +171,10 @@ def _rotary_frequencies(head_dim: int, theta: float, fraction: float, variant: s
 
 
 def rope_angles(positions: jax.Array, freqs: np.ndarray, scale_factor: float = 1.0) -> jax.Array:
-  """Rotation angles in float32: ``positions[..., None] * freqs / scale_factor``.
+  """Rotation angles ``positions[..., None] * freqs / scale_factor`` in float32 radians.
+
+  Integer positions: exact (``rope_jax.angles.exact_angles``), reduced to [-π, π). Float
+  positions: the float32 product, unreduced.
 
   Args:
     positions: integer or float ``[..., L]``.
@@ -148,8 +184,10 @@ def rope_angles(positions: jax.Array, freqs: np.ndarray, scale_factor: float = 1
   Returns:
     float32 ``[..., L, F]`` in radians.
   """
-  f = jnp.asarray(np.asarray(freqs, np.float64) / scale_factor, jnp.float32)
-  return positions.astype(jnp.float32)[..., None] * f
+  f = np.asarray(freqs, np.float64) / scale_factor
+  if jnp.issubdtype(positions.dtype, jnp.integer):
+    return angles_lib.exact_angles(positions, f)
+  return angles_lib.float32_angles(positions, f)
 
 
 def to_pairs(x: jax.Array, layout: str = "split_half") -> jax.Array:
@@ -172,13 +210,18 @@ def chunk_frequencies(
     theta: float = DEFAULT_THETA,
     fraction: float = 1.0,
     variant: str = "p_rope",
+    rope_type: str = "default",
+    rope_params: Mapping[str, Any] | None = None,
+    seq_len: int | None = None,
 ) -> np.ndarray:
   """Frequency of every 2-D chunk of a head, ``[H/2]`` rad/token, 0 for identity chunks.
 
   Chunks are ordered as ``to_pairs(x[..., :R])`` followed by ``to_pairs(x[..., R:])`` where R is
   the rotated width; for ``p_rope``/``reversed`` (R = H) that is exactly ``to_pairs(x)``.
   """
-  freqs, rotary_dim = rotary_frequencies(head_dim, theta=theta, fraction=fraction, variant=variant)
+  freqs, rotary_dim = rotary_frequencies(head_dim, theta=theta, fraction=fraction, variant=variant,
+                                         rope_type=rope_type, rope_params=rope_params,
+                                         seq_len=seq_len)
   return np.concatenate([freqs, np.zeros(((head_dim - rotary_dim) // 2,), np.float64)])
 
 
@@ -227,10 +270,15 @@ def sincos(angles: jax.Array) -> tuple[jax.Array, jax.Array]:
   a = angles.astype(jnp.float32)
   k = jnp.round(a * np.float32(2.0 / np.pi))
   r = ((a - k * _PIO2[0]) - k * _PIO2[1]) - k * _PIO2[2]
+  return _sincos_quadrant(r, k.astype(jnp.int32) & 3)  # Two's complement: -1 & 3 == 3.
+
+
+def _sincos_quadrant(r: jax.Array, quadrant: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(cos, sin)`` of ``quadrant·π/2 + r`` for float32 ``r`` in [-π/4, π/4], int ``quadrant``
+  in 0..3 (the polynomials of :func:`sincos`)."""
   r2 = r * r
   s = r + r * r2 * ((_SIN_POLY[0] * r2 + _SIN_POLY[1]) * r2 + _SIN_POLY[2])
   c = 1.0 - 0.5 * r2 + r2 * r2 * ((_COS_POLY[0] * r2 + _COS_POLY[1]) * r2 + _COS_POLY[2])
-  quadrant = k.astype(jnp.int32) & 3  # Two's complement: -1 & 3 == 3.
   cos = jnp.where(quadrant == 0, c, jnp.where(quadrant == 1, -s, jnp.where(quadrant == 2, -c, s)))
   sin = jnp.where(quadrant == 0, s, jnp.where(quadrant == 1, c, jnp.where(quadrant == 2, -s, -c)))
   return cos, sin
@@ -244,6 +292,9 @@ def rope_tables(
     fraction: float = 1.0,
     variant: str = "p_rope",
     scale_factor: float = 1.0,
+    rope_type: str = "default",
+    rope_params: Mapping[str, Any] | None = None,
+    seq_len: int | None = None,
 ) -> tuple[jax.Array, jax.Array] | None:
   """cos/sin tables of a variant at ``positions``, shared by queries and keys (and by layers).
 
@@ -258,27 +309,37 @@ def rope_tables(
   Args:
     positions: ``[..., L]`` integer (or float) token positions.
     head_dim: H.
-    theta, fraction, variant, scale_factor: as in :func:`apply_rope`.
+    theta, fraction, variant, scale_factor, rope_type, rope_params: as in :func:`apply_rope`.
+    seq_len: the length ``"dynamic"`` scaling reads (static); None = ``L``.
 
   Returns:
     ``(cos, sin)``, each float32 ``[..., L, 1, R/2]`` (R the rotated width; the 1 broadcasts
     over heads), or None when nothing rotates (NoPE).
   """
   validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant,
-                     scale_factor=scale_factor)
-  return _tables(positions, head_dim, theta, fraction, variant, scale_factor)
+                     scale_factor=scale_factor, rope_type=rope_type, rope_params=rope_params)
+  return _tables(positions, head_dim, theta, fraction, variant, scale_factor, rope_type,
+                 rope_params, seq_len)
 
 
 def _tables(positions: jax.Array, head_dim: int, theta: float, fraction: float, variant: str,
-            scale_factor: float) -> tuple[jax.Array, jax.Array] | None:
+            scale_factor: float, rope_type: str = "default",
+            rope_params: Mapping[str, Any] | None = None, seq_len: int | None = None
+            ) -> tuple[jax.Array, jax.Array] | None:
   """:func:`rope_tables` for arguments already validated."""
-  freqs, _ = _rotary_frequencies(head_dim, theta, fraction, variant)
+  freqs, _ = _rotary_frequencies(head_dim, theta, fraction, variant, rope_type, rope_params,
+                                 positions.shape[-1] if seq_len is None else seq_len)
   nonzero = np.flatnonzero(freqs)
   if nonzero.size == 0:
     return None
   lo, hi = int(nonzero[0]), int(nonzero[-1]) + 1  # Rotating pairs are one contiguous run.
-  cos, sin = jax.lax.optimization_barrier(
-      sincos(rope_angles(positions, freqs[lo:hi], scale_factor)))  # [..., L, F']
+  kept = freqs[lo:hi] / scale_factor
+  if jnp.issubdtype(positions.dtype, jnp.integer):  # Exact angles, range-reduced in integers.
+    quadrant, r = angles_lib.quarter_turns(angles_lib.exact_turns(positions, kept))
+    cos, sin = _sincos_quadrant(r, quadrant)
+  else:
+    cos, sin = sincos(angles_lib.float32_angles(positions, kept))
+  cos, sin = jax.lax.optimization_barrier((cos, sin))  # [..., L, F']
   pad = [(0, 0)] * (cos.ndim - 1) + [(lo, freqs.size - hi)]  # Identity pairs: exactly 1 and 0.
   cos = jnp.pad(cos, pad, constant_values=1.0)[..., None, :]
   sin = jnp.pad(sin, pad, constant_values=0.0)[..., None, :]
@@ -315,6 +376,9 @@ def apply_rope(
     variant: str = "p_rope",
     layout: str = "split_half",
     scale_factor: float = 1.0,
+    rope_type: str = "default",
+    rope_params: Mapping[str, Any] | None = None,
+    seq_len: int | None = None,
 ) -> jax.Array:
   """Applies RoPE / p-RoPE / reversed / partial rotary to queries or keys.
 
@@ -326,6 +390,9 @@ def apply_rope(
     variant: ``"p_rope"`` (default; p = 1 is RoPE, p = 0 is NoPE), ``"reversed"``, ``"partial"``.
     layout: ``"split_half"`` (Gemma) or ``"interleaved"`` (RoFormer).
     scale_factor: linear position interpolation, positions are divided by it (>= 1).
+    rope_type: context extension, one of ``rope_scaling.ROPE_TYPES`` ("default": none).
+    rope_params: its Hugging Face ``rope_parameters`` (``factor``, ...; None values unset).
+    seq_len: the length ``"dynamic"`` reads (static); None = ``L``.
 
   Returns:
     ``[..., L, N, H]`` in ``x.dtype``. Identity pairs (and NoPE entirely) are bit-exact copies.
@@ -334,10 +401,11 @@ def apply_rope(
     raise ValueError(f"x must be [..., L, N, H] (at least 3 dims), got shape {x.shape}.")
   head_dim = x.shape[-1]
   validate_rope_args(head_dim, theta=theta, fraction=fraction, variant=variant, layout=layout,
-                     scale_factor=scale_factor)
+                     scale_factor=scale_factor, rope_type=rope_type, rope_params=rope_params)
   if positions.shape != x.shape[:-2]:
     raise ValueError(
         f"positions must have shape {x.shape[:-2]} (x's leading [..., L] dims for x of shape "
         f"{x.shape} = [..., L, N, H]), got {positions.shape}.")
-  tables = _tables(positions, head_dim, theta, fraction, variant, scale_factor)
+  tables = _tables(positions, head_dim, theta, fraction, variant, scale_factor, rope_type,
+                   rope_params, seq_len)
   return apply_rope_tables(x, tables, layout=layout)

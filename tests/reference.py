@@ -7,6 +7,8 @@ Chunks are formed by explicit index lists and every rotation is applied one chun
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -36,8 +38,16 @@ def frequencies(head_dim: int, theta: float, fraction: float, variant: str):
 
 
 def rope(x, positions, *, theta=10_000.0, fraction=1.0, variant="p_rope", layout="split_half",
-         scale_factor=1.0):
-  """``x [B, L, N, H]``, ``positions [B, L]`` -> float64 ``[B, L, N, H]``."""
+         scale_factor=1.0, type="default", bias="none", **scaling):  # pylint: disable=redefined-builtin
+  """``x [B, L, N, H]``, ``positions [B, L]`` -> float64 ``[B, L, N, H]``.
+
+  Takes a whole ``RopeConfig`` as keywords; context extension (``type`` other than "default")
+  has its own references in tests/test_rope_scaling.py, and ``bias`` acts on the logits
+  (:func:`gemma_forward`), not here.
+  """
+  del bias
+  if type != "default" or any(v is not None for v in scaling.values()):
+    raise NotImplementedError(f"reference.rope has no context extension ({type}, {scaling}).")
   x = np.asarray(x, np.float64)
   out = x.copy()
   g, r = frequencies(x.shape[-1], theta, fraction, variant)
@@ -64,17 +74,46 @@ def softmax(x, axis=-1):
   return e / e.sum(axis=axis, keepdims=True)
 
 
+def alibi_slopes(n: int) -> list[float]:
+  """Press et al.'s reference recipe: a geometric sequence starting at (and with ratio)
+  2^(-8/n) for n a power of two; else the closest lower power of two P, then every other slope
+  of 2P heads."""
+  def geometric(m):
+    start = 2 ** (-(2 ** -(math.log2(m) - 3)))
+    return [start * start**i for i in range(m)]
+  if math.log2(n).is_integer():
+    return geometric(n)
+  p = 2 ** math.floor(math.log2(n))
+  return geometric(p) + alibi_slopes(2 * p)[0::2][: n - p]
+
+
+def sinusoidal(positions, dim, base=10_000.0):
+  """Vaswani et al.: ``PE[pos, 2k] = sin(pos / base^(2k/D))``, ``PE[pos, 2k+1] = cos(...)``."""
+  pos = np.asarray(positions, np.float64)
+  out = np.empty(pos.shape + (dim,))
+  for k in range(dim // 2):
+    out[..., 2 * k] = np.sin(pos / base ** (2 * k / dim))
+    out[..., 2 * k + 1] = np.cos(pos / base ** (2 * k / dim))
+  return out
+
+
 def gemma_forward(params: dict, tokens, positions, segment_ids, *, num_heads, num_kv_heads,
-                  rope_kwargs_per_layer):
+                  rope_kwargs_per_layer, absolute_encoding="none"):
   """float64 Gemma-1 forward from SPEC.md §3, over a plain nested dict of numpy params.
 
-  ``params`` has the layout of ``nnx.state(model, nnx.Param).to_pure_dict()``.
+  ``params`` has the layout of ``nnx.state(model, nnx.Param).to_pure_dict()``. A layer whose
+  rope keywords have ``bias="alibi"`` adds ``-m_n·(i - j)`` (positions i, j) to head n's logits;
+  ``absolute_encoding="sinusoidal"`` adds :func:`sinusoidal` to the scaled embeddings.
   Returns logits ``[B, L, V]``.
   """
   p = params
   table = np.asarray(p["embedder"]["table"], np.float64)
   d = table.shape[1]
   x = table[np.asarray(tokens)] * np.sqrt(d)
+  if absolute_encoding == "sinusoidal":
+    x = x + sinusoidal(positions, d)
+  elif absolute_encoding != "none":
+    raise NotImplementedError(absolute_encoding)
   b, l = tokens.shape
   seg = np.asarray(segment_ids)
   allowed = (np.arange(l)[None, :, None] >= np.arange(l)[None, None, :]) & (
@@ -93,6 +132,12 @@ def gemma_forward(params: dict, tokens, positions, segment_ids, *, num_heads, nu
     k = np.repeat(k, group, axis=2)  # Query head n reads kv head n // group.
     v = np.repeat(v, group, axis=2)
     logits = np.einsum("btnh,bsnh->bnts", q * hd**-0.5, k)
+    if rope_kwargs.get("bias", "none") == "alibi":
+      pos = np.asarray(positions, np.float64)
+      m = np.asarray(alibi_slopes(num_heads))
+      logits = logits - m[None, :, None, None] * (pos[:, None, :, None] - pos[:, None, None, :])
+    elif rope_kwargs.get("bias", "none") != "none":
+      raise NotImplementedError(rope_kwargs["bias"])
     logits = np.where(allowed[:, None], logits, -np.inf)
     enc = np.einsum("bnts,bsnh->btnh", softmax(logits), v)
     x = x + np.einsum("blnh,nhd->bld", enc, np.asarray(a["o_proj"], np.float64))

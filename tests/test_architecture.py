@@ -18,6 +18,8 @@ CLIS = ("rope_jax.train", "rope_jax.aot", "rope_jax.analyze", "rope_jax.sample",
 LAYERS = {
     "rope_jax.rope": 0,
     "rope_jax.rope_scaling": 0,
+    "rope_jax.angles": 0,
+    "rope_jax.encodings": 0,
     "rope_jax.errors": 0,
     "rope_jax.entrypoint": 0,
     "rope_jax.config": 0,

@@ -10,6 +10,7 @@ from flax import nnx
 
 from rope_jax.model import generate
 from rope_jax.model import transformer as model_lib
+from tests import decoding
 
 SMALL = dict(vocab_size=61, num_layers=2, embed_dim=32, num_heads=4, num_kv_heads=2, head_dim=16,
              mlp_dim=48)
@@ -45,25 +46,10 @@ def _jitted(model):
 def test_kv_cache_decode_matches_full_forward_at_every_step(rope_kwargs):
   model = _model(rope=model_lib.RopeConfig(**rope_kwargs), num_kv_heads=1)
   forward = _jitted(model)
-  rng = np.random.default_rng(0)
-  # Row 0: 10 tokens; row 1: the same first 7 tokens, left-padded by 3.
-  row = rng.integers(3, 61, size=(10,))
-  tokens = jnp.asarray(np.stack([row, np.concatenate([[0, 0, 0], row[:7]])]), jnp.int32)
-  valid = np.ones((2, 10), bool)
-  valid[1, :3] = False
-  positions, segment_ids, _ = generate.prompt_layout(jnp.asarray(valid))
+  tokens, positions, segment_ids, valid = decoding.left_padded_batch(61)
   full = np.asarray(forward(tokens, positions, segment_ids).logits)
-  prefill = 4
-  cache = model_lib.init_cache(model.cfg, batch_size=2, max_length=12)
-  out = forward(tokens[:, :prefill], positions[:, :prefill], segment_ids[:, :prefill],
-                cache=cache)
-  steps, cache = [np.asarray(out.logits)], out.cache
-  for t in range(prefill, 10):
-    out = forward(tokens[:, t:t + 1], positions[:, t:t + 1], segment_ids[:, t:t + 1],
-                  cache=cache)
-    steps.append(np.asarray(out.logits))
-    cache = out.cache
-  cached = np.concatenate(steps, axis=1)
+  cached, cache = decoding.decode_stepwise(forward, model.cfg, tokens, positions, segment_ids,
+                                           prefill=4, max_length=12)
   assert int(cache[0]["index"]) == 10
   np.testing.assert_allclose(cached[valid], full[valid], rtol=1e-5, atol=1e-5)
   # Padding changes nothing: row 1's real tokens give row 0's logits.
@@ -77,8 +63,8 @@ def test_cache_requires_positions_and_excludes_intermediates():
     model(jnp.zeros((1, 2), jnp.int32), cache=cache)
   with pytest.raises(ValueError, match="return_intermediates"):
     tables = model.cfg.rope.tables(jnp.zeros((1, 2), jnp.int32), model.cfg.head_dim)
-    model.blocks[0].attn(jnp.zeros((1, 2, 32)), tables, jnp.ones((1, 2), jnp.int32), True,
-                         cache=cache[0])
+    model.blocks[0].attn(jnp.zeros((1, 2, 32)), tables, jnp.zeros((1, 2), jnp.int32),
+                         jnp.ones((1, 2), jnp.int32), True, cache=cache[0])
   with pytest.raises(ValueError, match="return_intermediates"):
     model(jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32), cache=cache,
           return_intermediates=True)

@@ -42,6 +42,8 @@ def _pure_params(model):
     dict(fraction=0.0),
     dict(fraction=0.75, variant="reversed", theta=500_000.0),
     dict(fraction=0.5, variant="partial", layout="interleaved"),
+    dict(fraction=0.0, bias="alibi"),  # ALiBi (Press et al.)
+    dict(fraction=0.75, bias="alibi"),  # p-RoPE + ALiBi
 ])
 def test_forward_matches_float64_numpy_gemma(rope_kwargs):
   model = _model(rope=model_lib.RopeConfig(**rope_kwargs))
@@ -54,6 +56,26 @@ def test_forward_matches_float64_numpy_gemma(rope_kwargs):
                                  np.asarray(segments), num_heads=4, num_kv_heads=2,
                                  rope_kwargs_per_layer=rope_all)
   assert got.dtype == jnp.float32 and got.shape == (2, 12, 97)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("num_heads", [4, 3])  # 3: ALiBi's slopes for a non-power of two.
+def test_sinusoidal_absolute_and_rnope_layers_match_float64(num_heads):
+  """NoPE + sinusoidal absolute positions, with interleaved RoPE / NoPE + ALiBi layers."""
+  glob = model_lib.RopeConfig(fraction=0.0, bias="alibi")
+  model = _model(num_layers=3, global_every=2, global_rope=glob, num_heads=num_heads,
+                 num_kv_heads=1, rope=model_lib.RopeConfig(), absolute_encoding="sinusoidal")
+  tokens = _tokens()
+  positions = jnp.asarray([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5], list(range(100, 112))],
+                          jnp.int32)
+  segments = jnp.asarray([[1] * 6 + [2] * 6, [1] * 12], jnp.int32)
+  got = model(tokens, positions, segments).logits
+  rope_kwargs = [dataclasses.asdict(model.cfg.layer_rope(i)) for i in range(3)]
+  assert [k["bias"] for k in rope_kwargs] == ["none", "alibi", "none"]
+  want = reference.gemma_forward(_pure_params(model), np.asarray(tokens), np.asarray(positions),
+                                 np.asarray(segments), num_heads=num_heads, num_kv_heads=1,
+                                 rope_kwargs_per_layer=rope_kwargs,
+                                 absolute_encoding="sinusoidal")
   np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=2e-4)
 
 
@@ -254,7 +276,7 @@ def test_config_arguments_choose_the_positional_encoding(arg, variant, fraction,
 
 
 @pytest.mark.parametrize("arg, match", [
-    ("pe=alibi", r"Unknown pe='alibi'; allowed: \('nope', 'rope'"),
+    ("pe=t5", r"Unknown pe='t5'; allowed: \('nope', 'rope'"),
     ("fraction=0.5", r"Unknown config argument 'fraction'.*allowed: \('pe', 'p'"),
     ("pe=nope,p=0.5", "pe=nope fixes p=0.0"),
     ("p=abc", "is not a number"),

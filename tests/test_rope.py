@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rope_jax import rope
+from rope_jax import rope_scaling
 from tests import reference
 
 VARIANTS = ("p_rope", "reversed", "partial")
@@ -33,13 +34,15 @@ def test_matches_float64_roformer_reference(variant, layout, fraction, theta):
   np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-5)
 
 
-def test_large_positions_stay_accurate():
-  """Angles are float32; at 8k context the error is set by float32 positions*g, ~1e-3 rad."""
+@pytest.mark.parametrize("last", [8192, 2**20])
+def test_large_positions_stay_accurate(last):
+  """Angles are exact (fixed-point turns): at 8k and at 1M positions the rotation is as accurate
+  as at position 0 (float32 angles were ~1e-3 rad off at 8k and ~5e-2 at 1M)."""
   x, _ = _inputs(shape=(1, 64, 2, 256))
-  pos = np.arange(8192 - 64, 8192, dtype=np.int32)[None]
+  pos = np.arange(last - 64, last, dtype=np.int32)[None]
   got = rope.apply_rope(jnp.asarray(x), jnp.asarray(pos))
   want = reference.rope(x, pos)
-  np.testing.assert_allclose(np.asarray(got), want, atol=5e-3)
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -236,10 +239,71 @@ def test_positions_outside_the_row_length_are_exact(offset):
   x, _ = _inputs(shape=(2, 16, 2, 32))
   pos = np.broadcast_to(np.arange(16) + offset, (2, 16)).astype(np.int32)
   got = jax.jit(lambda x, p: rope.apply_rope(x, p, fraction=0.75))(jnp.asarray(x), jnp.asarray(pos))
-  np.testing.assert_allclose(np.asarray(got), reference.rope(x, pos, fraction=0.75), atol=5e-4)
+  np.testing.assert_allclose(np.asarray(got), reference.rope(x, pos, fraction=0.75), atol=2e-5)
   decode = rope.apply_rope(jnp.asarray(x[:, :1]), jnp.asarray(pos[:, 5:6]), fraction=0.75)
   np.testing.assert_allclose(np.asarray(decode), reference.rope(x[:, :1], pos[:, 5:6],
-                                                                fraction=0.75), atol=5e-4)
+                                                                fraction=0.75), atol=2e-5)
+
+
+# --- context extension (rope_type) -----------------------------------------------------------
+
+
+def _rotate_reference(x, positions, freqs):
+  """float64 split-half rotation of ``x [B, L, N, H]`` with the given per-pair frequencies."""
+  x = np.asarray(x, np.float64)
+  out = x.copy()
+  for k, (i, j) in enumerate(reference.pair_indices(x.shape[-1], "split_half")):
+    phi = np.asarray(positions, np.float64)[..., None] * freqs[k]
+    out[..., i] = np.cos(phi) * x[..., i] - np.sin(phi) * x[..., j]
+    out[..., j] = np.sin(phi) * x[..., i] + np.cos(phi) * x[..., j]
+  return out
+
+
+@pytest.mark.parametrize("rope_type, params", [
+    ("linear", dict(factor=4.0)),
+    ("ntk", dict(factor=4.0)),
+    ("yarn", dict(factor=8.0, original_max_position_embeddings=64)),
+    ("llama3", dict(factor=8.0, original_max_position_embeddings=64, low_freq_factor=1.0,
+                    high_freq_factor=4.0)),
+])
+@pytest.mark.parametrize("fraction", [1.0, 0.75])
+def test_scaled_ladder_is_applied_then_p_rope_removes_the_slowest(rope_type, params, fraction):
+  x, pos = _inputs(shape=(2, 9, 3, 32), max_pos=5000)
+  scaled = rope_scaling.scaled_frequencies(32, 10_000.0, rope_type, params)
+  kept = int(fraction * 16)
+  freqs = np.where(np.arange(16) < kept, scaled, 0.0)
+  got = rope.apply_rope(jnp.asarray(x), jnp.asarray(pos), fraction=fraction, rope_type=rope_type,
+                        rope_params=params)
+  np.testing.assert_allclose(np.asarray(got), _rotate_reference(x, pos, freqs), atol=2e-5)
+  chunks = rope.chunk_frequencies(32, fraction=fraction, rope_type=rope_type, rope_params=params)
+  np.testing.assert_array_equal(chunks, freqs)
+
+
+def test_linear_type_equals_scale_factor_and_dynamic_reads_the_length():
+  x, pos = _inputs(shape=(1, 16, 2, 32), max_pos=16)
+  a = rope.apply_rope(jnp.asarray(x), jnp.asarray(pos), scale_factor=4.0)
+  b = rope.apply_rope(jnp.asarray(x), jnp.asarray(pos), rope_type="linear",
+                      rope_params=dict(factor=4.0))
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  dyn = dict(factor=2.0, original_max_position_embeddings=8)
+  short = rope.apply_rope(jnp.asarray(x), jnp.asarray(pos), rope_type="dynamic", rope_params=dyn,
+                          seq_len=8)
+  plain = rope.apply_rope(jnp.asarray(x), jnp.asarray(pos))
+  np.testing.assert_array_equal(np.asarray(short), np.asarray(plain))  # Up to L0: no change.
+  long = rope.apply_rope(jnp.asarray(x), jnp.asarray(pos), rope_type="dynamic", rope_params=dyn)
+  assert np.abs(np.asarray(long) - np.asarray(plain)).max() > 1e-3  # L = 16 > L0: rescaled.
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(rope_type="yarn", rope_params=dict(factor=0.5, original_max_position_embeddings=8)),
+     r"rope\.factor must be a finite number >= 1.0 for rope type 'yarn', got 0\.5"),
+    (dict(rope_type="rotary"), r"rope\.type must be one of"),
+    (dict(rope_type="linear", rope_params=dict(factor=2.0), scale_factor=2.0),
+     r"scale_factor=2\.0 .* cannot be combined with rope type 'linear'"),
+])
+def test_bad_scaling_is_rejected_before_tracing(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    rope.apply_rope(jnp.zeros((1, 4, 1, 16)), jnp.zeros((1, 4), jnp.int32), **kwargs)
 
 
 def test_sincos_matches_float64_and_is_exact_at_zero():

@@ -48,7 +48,8 @@ def chunk_frequencies(rope: RopeConfig, head_dim: int) -> np.ndarray:
   """float64 ``[H/2]`` rad/token of every chunk, fastest first (0 = identity chunk)."""
   check_rope(rope, head_dim)
   return rope_lib.chunk_frequencies(head_dim, theta=rope.theta, fraction=rope.fraction,
-                                    variant=rope.variant)
+                                    variant=rope.variant, rope_type=rope.type,
+                                    rope_params=rope.scaling_params())
 
 
 def unchecked_chunks(x: jax.Array, rope: RopeConfig) -> jax.Array:

@@ -16,16 +16,19 @@ state, onto one device or a mesh whatever mesh wrote them) and of :func:`save_pa
     restored = rundir.load("/runs/tiny_rope")        # attention_impl="xla": the analyses' view
     logits = restored.model(tokens).logits
 
-The model is rebuilt from the saved config; ``attention_impl`` is the one explicit choice
+The model is rebuilt from the saved config; ``attention_impl`` is one explicit choice
 (default ``"xla"``, the materialised attention weights the analyses read; ``None`` keeps the
-run's own, e.g. for sampling).
+run's own, e.g. for sampling), ``rope_scaling`` the other: evaluate a run with a context
+extension it was not trained with (no parameter changes), e.g.
+``rundir.load(workdir, rope_scaling={"type": "yarn", "factor": 4.0,
+"original_max_position_embeddings": 128})``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -116,7 +119,8 @@ def host_device() -> jax.Device:
 
 
 def config_from_metadata(metadata: Any, where: str, attention_impl: str | None = (
-    ANALYSIS_ATTENTION_IMPL)) -> tuple[ml_collections.ConfigDict, model_lib.ModelConfig]:
+    ANALYSIS_ATTENTION_IMPL), rope_scaling: Mapping[str, Any] | None = None,
+                         ) -> tuple[ml_collections.ConfigDict, model_lib.ModelConfig]:
   """The experiment config and its ``ModelConfig`` from a checkpoint's metadata.
 
   The whole config goes through ``config_lib.validate``. A run saved by an older version of the
@@ -127,10 +131,26 @@ def config_from_metadata(metadata: Any, where: str, attention_impl: str | None =
     metadata: the checkpoint's metadata (``{"config": {...}, ...}``).
     where: names the checkpoint in error messages.
     attention_impl: set ``model.attention_impl`` to this; None keeps the run's own.
+    rope_scaling: replace every layer's context extension (``ModelConfig.with_rope_scaling``:
+      ``type`` and its HF parameters); None keeps the run's own.
 
   Raises:
-    ValueError: no config (or no model section) in the metadata, or an invalid model section.
+    ValueError: no config (or no model section) in the metadata, an invalid model section, or
+      an invalid ``rope_scaling``.
   """
+  config, model_cfg = _saved_config(metadata, where, attention_impl)
+  if rope_scaling is not None:
+    model_cfg = model_cfg.with_rope_scaling(rope_scaling)
+    for name in ("rope", "global_rope"):
+      rope = getattr(model_cfg, name)
+      if rope is not None:
+        config.model[name] = dataclasses.asdict(rope)
+  return config, model_cfg
+
+
+def _saved_config(metadata: Any, where: str, attention_impl: str | None,
+                  ) -> tuple[ml_collections.ConfigDict, model_lib.ModelConfig]:
+  """:func:`config_from_metadata` without the ``rope_scaling`` override."""
   config = metadata.get("config") if isinstance(metadata, dict) else None
   if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
     keys = sorted(metadata) if isinstance(metadata, dict) else type(metadata).__name__
@@ -176,13 +196,14 @@ def abstract_params(cfg: model_lib.ModelConfig, device: jax.Device | None = None
 
 def read_config(workdir: str, step: int | None = None, *,
                 attention_impl: str | None = ANALYSIS_ATTENTION_IMPL,
+                rope_scaling: Mapping[str, Any] | None = None,
                 ) -> tuple[ml_collections.ConfigDict, model_lib.ModelConfig, dict[str, Any]]:
   """``(config, model_config, metadata)`` of a run's checkpoint, without reading any array.
 
   Args:
     workdir: a run directory holding ``checkpoints/``.
     step: the checkpoint step; None = the newest one with readable metadata.
-    attention_impl: as :func:`config_from_metadata`.
+    attention_impl, rope_scaling: as :func:`config_from_metadata`.
 
   Raises:
     NoCheckpointError, ValueError: as :func:`load`.
@@ -191,14 +212,15 @@ def read_config(workdir: str, step: int | None = None, *,
   metadata = checkpoint_lib.restore_metadata(directory, step)
   where = (f"checkpoint step {step} in {directory}" if step is not None else
            f"the newest checkpoint in {directory}")
-  config, model_cfg = config_from_metadata(metadata, where, attention_impl)
+  config, model_cfg = config_from_metadata(metadata, where, attention_impl, rope_scaling)
   return config, model_cfg, metadata
 
 
 def load(workdir: str, step: int | None = None, *, verify: bool = True,
          device: jax.Device | None = None, mesh: Mesh | None = None,
          rules: Sequence[tuple[str, Any]] | None = None,
-         attention_impl: str | None = ANALYSIS_ATTENTION_IMPL) -> Restored:
+         attention_impl: str | None = ANALYSIS_ATTENTION_IMPL,
+         rope_scaling: Mapping[str, Any] | None = None) -> Restored:
   """Restores the parameters of ``<workdir>/checkpoints`` (a training run or imported weights).
 
   Parameters only (``Checkpointer.restore_params``): a training run's optimizer state is never
@@ -213,6 +235,9 @@ def load(workdir: str, step: int | None = None, *, verify: bool = True,
     rules: logical axis rules for ``mesh``; default ``sharding.DEFAULT_RULES``.
     attention_impl: the model's ``attention_impl``: default ``"xla"`` (what the analyses read);
       None keeps the run's own (sampling, evaluation).
+    rope_scaling: evaluate with another context extension (``ModelConfig.with_rope_scaling``),
+      e.g. ``{"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}`` for a
+      run trained at 128 tokens evaluated at 512; None keeps the run's own.
 
   Raises:
     NoCheckpointError: no such workdir, no ``checkpoints/`` in it, no committed checkpoint, no
@@ -221,7 +246,8 @@ def load(workdir: str, step: int | None = None, *, verify: bool = True,
     ValueError: the checkpoint has no (valid) config metadata.
     manager.CorruptCheckpointError: ``step`` was given and cannot be read back.
   """
-  config, model_cfg, _ = read_config(workdir, step, attention_impl=attention_impl)
+  config, model_cfg, _ = read_config(workdir, step, attention_impl=attention_impl,
+                                     rope_scaling=rope_scaling)
   directory = existing_checkpoint_dir(workdir)
   graphdef, target = abstract_params(model_cfg, device, mesh=mesh, rules=rules)
   ckpt = checkpoint_lib.Checkpointer.for_reading(directory)

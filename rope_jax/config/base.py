@@ -9,7 +9,9 @@ calls :func:`apply_arg` with its argument string, big_vision style::
 Config arguments (all optional, comma-separated ``key=value``):
 
 * ``pe``: positional encoding preset, one of ``presets.PE_PRESETS``: ``nope`` (p = 0), ``rope``
-  (p = 1), ``p_rope`` / ``reversed`` / ``partial`` (fraction ``p``, default 0.75).
+  (p = 1), ``p_rope`` / ``reversed`` / ``partial`` (fraction ``p``, default 0.75), ``alibi`` /
+  ``fire`` (that logit bias on NoPE layers), ``sinusoidal`` (NoPE with sinusoidal absolute
+  positions), ``rnope`` (RoPE with every 4th layer NoPE; ``presets.PE_EXTRAS``).
 * ``p``: the fraction for ``p_rope`` / ``reversed`` / ``partial``.
 * ``theta``: base wavelength θ.
 * ``layout``: ``split_half`` or ``interleaved``.
@@ -131,6 +133,12 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
       raise ValueError(f"pe={args['pe']} fixes p={fraction}; drop p={args['p']}.")
     rope.variant = variant
     rope.fraction = fraction if fraction is not None else presets.DEFAULT_P
+    for path, value in presets.PE_EXTRAS.get(args["pe"], {}).items():
+      *parents, leaf = path.split(".")
+      section = config
+      for name in parents:
+        section = section[name]
+      section[leaf] = value
   if "p" in args:
     rope.fraction = _number("p", args["p"])
   if "theta" in args:

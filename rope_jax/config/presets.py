@@ -16,8 +16,21 @@ PE_PRESETS: dict[str, tuple[str, float | None]] = {
     "p_rope": ("p_rope", None),
     "reversed": ("reversed", None),
     "partial": ("partial", None),
+    "alibi": ("p_rope", 0.0),
+    "fire": ("p_rope", 0.0),
+    "sinusoidal": ("p_rope", 0.0),
+    "rnope": ("p_rope", 1.0),
+}
+# Further fields a preset sets, by dotted path under the config (beyond variant and fraction).
+PE_EXTRAS: dict[str, dict[str, object]] = {
+    "alibi": {"model.rope.bias": "alibi"},  # ALiBi on NoPE layers (Press et al.).
+    "fire": {"model.rope.bias": "fire"},  # FIRE on NoPE layers (Li et al.).
+    "sinusoidal": {"model.absolute_encoding": "sinusoidal"},  # NoPE with absolute positions.
+    # Interleaved RoPE / NoPE ("RNoPE", Llama 4 / Cohere): every 4th layer is NoPE.
+    "rnope": {"model.global_every": 4, "model.global_rope.fraction": 0.0},
 }
 DEFAULT_P = 0.75  # The fraction of p_rope / reversed / partial when the argument gives no p.
+BIAS_NAMES = {"alibi": "ALiBi", "fire": "FIRE"}
 
 
 def describe_rope(rope: RopeConfig) -> str:
@@ -29,7 +42,7 @@ def describe_rope(rope: RopeConfig) -> str:
   theta = f"θ={rope.theta / 1000:g}k" if rope.theta >= 1000 else f"θ={rope.theta:g}"
   p = f"{rope.fraction:g}"
   if rope.variant == "p_rope" and rope.fraction == 0:
-    return "NoPE"
+    return BIAS_NAMES.get(rope.bias, "NoPE")
   if rope.variant == "p_rope":
     name = "RoPE" if rope.fraction == 1 else f"{p}-RoPE"
   elif rope.variant == "reversed":
@@ -38,7 +51,11 @@ def describe_rope(rope: RopeConfig) -> str:
     name = f"partial rotary {p}"
   else:
     name = f"{rope.variant} p={p}"
+  if rope.bias in BIAS_NAMES:
+    name = f"{BIAS_NAMES[rope.bias]} + {name}"
   extras = [theta]
+  if rope.type != "default":
+    extras.append(f"{rope.type}×{rope.factor:g}" if rope.factor is not None else rope.type)
   if rope.scale_factor != 1:
     extras.append(f"scale {rope.scale_factor:g}")
   if rope.layout != "split_half":
@@ -52,6 +69,8 @@ def describe(cfg: ModelConfig) -> str:
   With Gemma-4 style global layers: ``"... ; every 6th layer 0.25-RoPE θ=10k"``.
   """
   text = describe_rope(cfg.rope)
+  if cfg.absolute_encoding != "none":
+    text += f" + {cfg.absolute_encoding} absolute"
   if cfg.global_rope is not None:
     text += f"; every {cfg.global_every}th layer {describe_rope(cfg.global_rope)}"
   return text

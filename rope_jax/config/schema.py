@@ -23,7 +23,9 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
+from rope_jax import encodings
 from rope_jax import rope as rope_lib
+from rope_jax import rope_scaling
 from rope_jax.config import strict
 from rope_jax.config.strict import check_fields, from_dict
 
@@ -84,7 +86,13 @@ class Section:
 
 @dataclasses.dataclass(frozen=True)
 class RopeConfig(Section):
-  """A positional encoding; field meanings as in ``rope_jax.rope.apply_rope``."""
+  """The positional encoding of a layer: rotation fields as in ``rope.apply_rope``; ``type``
+  and ``factor``..``truncate`` the Hugging Face ``rope_type`` / ``rope_parameters`` of context
+  extension (``rope_jax.rope_scaling``; None = unset; ``"dynamic"`` reads the number of key
+  slots: L, or the cache size when decoding), e.g. ``--config.model.rope.type=yarn
+  --config.model.rope.factor=4 --config.model.rope.original_max_position_embeddings=128``;
+  ``bias`` an attention-logit bias, "none", "alibi" or "fire" (learned, per layer), composed
+  with the rotation (``fraction=0, bias="alibi"`` is plain ALiBi)."""
 
   WHERE: ClassVar[str] = "model.rope"
 
@@ -93,29 +101,60 @@ class RopeConfig(Section):
   theta: float = rope_lib.DEFAULT_THETA
   scale_factor: float = 1.0
   layout: str = "split_half"
+  type: str = "default"
+  factor: float | None = None
+  original_max_position_embeddings: int | None = None
+  low_freq_factor: float | None = None
+  high_freq_factor: float | None = None
+  beta_fast: float | None = None
+  beta_slow: float | None = None
+  attention_factor: float | None = None
+  mscale: float | None = None
+  mscale_all_dim: float | None = None
+  truncate: bool | None = None
+  bias: str = "none"
 
   def __post_init__(self):
     check_fields(self)
 
+  def scaling_params(self) -> dict[str, Any]:
+    """The HF-named parameters of ``type`` that are set (``rope_scaling.PARAMETER_NAMES``)."""
+    return {name: getattr(self, name) for name in rope_scaling.PARAMETER_NAMES
+            if getattr(self, name) is not None}
+
+  def kernel_kwargs(self) -> dict[str, Any]:
+    """The keyword arguments of ``rope_jax.rope.apply_rope`` (all but ``layout``)."""
+    return dict(theta=self.theta, fraction=self.fraction, variant=self.variant,
+                scale_factor=self.scale_factor, rope_type=self.type,
+                rope_params=self.scaling_params())
 
   def validate(self, head_dim: int) -> None:
-    rope_lib.validate_rope_args(head_dim, theta=self.theta, fraction=self.fraction,
-                                variant=self.variant, layout=self.layout,
-                                scale_factor=self.scale_factor)
+    rope_lib.validate_rope_args(head_dim, layout=self.layout, **self.kernel_kwargs())
+    if self.bias not in encodings.LOGIT_BIASES:
+      raise ValueError(f"model.rope.bias must be one of {encodings.LOGIT_BIASES}, got "
+                       f"{self.bias!r}.")
+
+  def logit_scale(self) -> float:
+    """What the logits are multiplied by on top of ``H^-0.5``: YaRN's attention factor squared
+    (queries and keys each carry one factor, as in HF), else 1."""
+    return rope_scaling.attention_factor(self.type, self.scaling_params()) ** 2
 
   def apply(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     """Rotates ``x [B, L, N, H]`` at ``positions [B, L]``."""
-    return rope_lib.apply_rope(x, positions, **dataclasses.asdict(self))
+    return rope_lib.apply_rope(x, positions, layout=self.layout, **self.kernel_kwargs())
 
-  def tables(self, positions: jax.Array, head_dim: int):
-    """cos/sin tables ``[B, L, 1, R/2]`` at ``positions [B, L]`` (None for NoPE)."""
-    return rope_lib.rope_tables(positions, head_dim, theta=self.theta, fraction=self.fraction,
-                                variant=self.variant, scale_factor=self.scale_factor)
+  def tables(self, positions: jax.Array, head_dim: int, seq_len: int | None = None):
+    """cos/sin tables ``[B, L, 1, R/2]`` at ``positions [B, L]`` (None for NoPE); ``seq_len``
+    is the length ``type="dynamic"`` reads (None = L)."""
+    return rope_lib.rope_tables(positions, head_dim, seq_len=seq_len, **self.kernel_kwargs())
 
   def apply_tables(self, x: jax.Array, tables) -> jax.Array:
     """Rotates ``x [B, L, N, H]`` with tables from :meth:`tables`."""
     return rope_lib.apply_rope_tables(x, tables, layout=self.layout)
 
+
+# What ModelConfig.with_rope_scaling may change on a trained model (nothing with parameters).
+EVAL_ROPE_FIELDS = ("type", *rope_scaling.PARAMETER_NAMES, "scale_factor")
 
 MODEL_SIZES = ("vocab_size", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
                "mlp_dim")
@@ -147,7 +186,10 @@ class ModelConfig(Section):
       None = the same as ``rope``. In a config dict, fields left None inherit ``rope``'s, e.g.
       ``--config.model.global_every=6 --config.model.global_rope.fraction=0.25``.
     global_every: 0 = every layer uses ``rope``; k > 0 = layers l with l % k == k - 1 use
-      ``global_rope`` (k = 6 gives Gemma 4's 5 local : 1 global).
+      ``global_rope`` (k = 6 gives Gemma 4's 5 local : 1 global; ``global_every=4`` with
+      ``global_rope.fraction=0`` is Llama 4's interleaved RoPE/NoPE, preset ``pe=rnope``). A
+      ``global_rope`` setting its own ``type`` inherits none of ``rope``'s scaling parameters.
+    absolute_encoding: "none" or "sinusoidal" (Vaswani et al.), added to the embeddings.
     norm_eps: ε of RMSNorm.
     dtype: activation/compute dtype ("float32" or "bfloat16"); params stay ``param_dtype``.
     param_dtype: storage dtype of the parameters.
@@ -170,6 +212,7 @@ class ModelConfig(Section):
   rope: RopeConfig = RopeConfig()
   global_rope: RopeConfig | None = None
   global_every: int = 0
+  absolute_encoding: str = "none"
   norm_eps: float = 1e-6
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -204,6 +247,16 @@ class ModelConfig(Section):
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(
           f"model.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}.")
+    if self.absolute_encoding not in encodings.ABSOLUTE_ENCODINGS:
+      raise ValueError(f"model.absolute_encoding must be one of {encodings.ABSOLUTE_ENCODINGS}, "
+                       f"got {self.absolute_encoding!r}.")
+    if self.absolute_encoding == "sinusoidal" and self.embed_dim % 2:
+      raise ValueError(f"model.absolute_encoding='sinusoidal' needs an even model.embed_dim, got "
+                       f"{self.embed_dim}.")
+    for name, rope in (("rope", self.rope), ("global_rope", self.global_rope)):
+      if rope is not None and rope.bias != "none" and self.attention_impl == "splash":
+        raise ValueError(f"model.{name}.bias={rope.bias!r} adds to the logits, which model."
+                         "attention_impl='splash' cannot take; use 'xla' or 'dot_product'.")
 
   @classmethod
   def from_dict(cls, d: Any, where: str | None = None) -> "ModelConfig":
@@ -221,9 +274,31 @@ class ModelConfig(Section):
     if glob is not None and not isinstance(glob, RopeConfig):
       glob = {k: v for k, v in strict.plain(glob).items() if v is not None}
       rope = dataclasses.asdict(d.get("rope", RopeConfig()))
+      if "type" in glob:  # Its own context extension: inherit none of rope's parameters.
+        rope = {k: v for k, v in rope.items() if k not in rope_scaling.PARAMETER_NAMES}
       d["global_rope"] = (from_dict(RopeConfig, {**rope, **glob}, f"{where}.global_rope")
                           if glob else None)
     return from_dict(cls, d, where)
+
+  def with_rope_scaling(self, overrides: Any) -> "ModelConfig":
+    """The same model with another context extension on every layer (evaluation time):
+    ``overrides`` (``EVAL_ROPE_FIELDS`` only, else a ValueError naming them) replace the layers'
+    scaling fields, e.g. ``{"type": "yarn", "factor": 4.0, "original_max_position_embeddings":
+    128}``. No parameter changes, so a trained checkpoint restores unchanged."""
+    overrides = strict.plain(overrides)
+    bad = sorted(set(overrides) - set(EVAL_ROPE_FIELDS))
+    if bad:
+      raise ValueError(f"Cannot override {bad} of model.rope at evaluation time (they change "
+                       f"the model or its parameters); allowed: {list(EVAL_ROPE_FIELDS)}.")
+    cleared = {name: None for name in rope_scaling.PARAMETER_NAMES}
+    cleared.update(type="default", scale_factor=1.0)
+
+    def swap(rope: RopeConfig | None) -> RopeConfig | None:
+      if rope is None:
+        return None
+      return from_dict(RopeConfig, {**dataclasses.asdict(rope), **cleared, **overrides})
+
+    return dataclasses.replace(self, rope=swap(self.rope), global_rope=swap(self.global_rope))
 
   def layer_rope(self, layer: int) -> RopeConfig:
     """The positional encoding of layer ``layer``."""

@@ -21,6 +21,12 @@ not a second copy of it.
 The RoPE cos/sin tables depend on the positions only, so the ``Transformer`` evaluates them once
 per forward pass (one pair per distinct ``RopeConfig`` among the layers) and hands them to the
 layers.
+
+Encodings other than rotations (``rope_jax.model.position_bias``): a layer whose ``RopeConfig``
+has ``bias="alibi"`` or ``"fire"`` adds that bias to its attention logits, a function of the
+query and key positions (the KV cache keeps each key's position); YaRN's attention factor
+multiplies the logits by its square; ``ModelConfig.absolute_encoding="sinusoidal"`` adds
+Vaswani et al.'s encoding to the embeddings.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from flax import nnx
 from flax import struct
 
 from rope_jax.model import attention as attention_lib
+from rope_jax.model import position_bias
 from rope_jax import sharding as sharding_lib
 from rope_jax.config.schema import (  # pylint: disable=unused-import (re-exported)
     ATTENTION_IMPLS, DTYPES, REMAT_NAMES, ModelConfig, RopeConfig)
@@ -140,26 +147,31 @@ def init_cache(cfg: ModelConfig, batch_size: int, max_length: int) -> list[dict[
   """An empty KV cache for ``Transformer.__call__(..., cache=...)``, one dict per layer.
 
   Each layer's dict holds ``k``, ``v`` ``[B, S, K, H]`` in ``cfg.dtype`` (keys are stored
-  rotated, at their own positions), ``segment_ids [B, S]`` int32 (0 = empty or padding) and
-  ``index`` (int32 scalar: the slot the next token is written to). S = ``max_length``.
+  rotated, at their own positions), ``segment_ids [B, S]`` int32 (0 = empty or padding),
+  ``positions [B, S]`` int32 (each key's position, for the logit biases) and ``index`` (int32
+  scalar: the slot the next token is written to). S = ``max_length``.
   """
   shape = (batch_size, max_length, cfg.num_kv_heads, cfg.head_dim)
   dt = _dtype(cfg.dtype)
   return [dict(k=jnp.zeros(shape, dt), v=jnp.zeros(shape, dt),
-               segment_ids=jnp.zeros(shape[:2], jnp.int32), index=jnp.zeros((), jnp.int32))
+               segment_ids=jnp.zeros(shape[:2], jnp.int32),
+               positions=jnp.zeros(shape[:2], jnp.int32), index=jnp.zeros((), jnp.int32))
           for _ in range(cfg.num_layers)]
 
 
 def update_cache(cache: dict[str, jax.Array], k_rot: jax.Array, v: jax.Array,
-                 segment_ids: jax.Array) -> dict[str, jax.Array]:
-  """Writes ``L`` new rotated keys / values ``[B, L, K, H]`` at slots ``index .. index+L-1``."""
+                 segment_ids: jax.Array, positions: jax.Array) -> dict[str, jax.Array]:
+  """Writes ``L`` new rotated keys / values ``[B, L, K, H]`` (and their segment ids and
+  positions ``[B, L]``) at slots ``index .. index+L-1``."""
   index = cache["index"]
-  return dict(
-      k=jax.lax.dynamic_update_slice(cache["k"], k_rot.astype(cache["k"].dtype), (0, index, 0, 0)),
-      v=jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, index, 0, 0)),
-      segment_ids=jax.lax.dynamic_update_slice(
-          cache["segment_ids"], segment_ids.astype(jnp.int32), (0, index)),
-      index=index + k_rot.shape[1])
+
+  def write(old: jax.Array, new: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_slice(old, new.astype(old.dtype),
+                                        (0, index) + (0,) * (old.ndim - 2))
+
+  return dict(k=write(cache["k"], k_rot), v=write(cache["v"], v),
+              segment_ids=write(cache["segment_ids"], segment_ids),
+              positions=write(cache["positions"], positions), index=index + k_rot.shape[1])
 
 
 class Attention(nnx.Module):
@@ -177,16 +189,20 @@ class Attention(nnx.Module):
     self.v_proj = _param(init(rngs.params(), (d, k, h), pdt), ("embed", "kv_heads", "head_dim"))
     self.o_proj = _param(out_init(rngs.params(), (n, h, d), pdt), ("q_heads", "head_dim", "embed"))
     self.rope = rope
+    # ALiBi / FIRE on the logits (None: no bias); FIRE's parameters live here, per layer.
+    self.bias = position_bias.logit_bias(rope.bias, n, rngs=rngs, param_dtype=pdt)
     self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
     self.impl = cfg.attention_impl
 
-  def __call__(self, x: jax.Array, tables: RopeTables, segment_ids: jax.Array,
-               return_intermediates: bool = False, *,
+  def __call__(self, x: jax.Array, tables: RopeTables, positions: jax.Array,
+               segment_ids: jax.Array, return_intermediates: bool = False, *,
                cache: dict[str, jax.Array] | None = None):
-    """``x [B, L, D]``, ``segment_ids [B, L]`` -> ``(out [B, L, D], cache, intermediates)``.
+    """``x [B, L, D]``, ``positions``/``segment_ids [B, L]`` -> ``(out [B, L, D], cache,
+    intermediates)``.
 
     ``tables`` are this layer's RoPE cos/sin at the tokens' positions (``self.rope.tables``;
-    the ``Transformer`` computes them once for all layers). With a layer ``cache`` (see
+    the ``Transformer`` computes them once for all layers); ``positions`` feed the logit bias,
+    if the layer has one. With a layer ``cache`` (see
     :func:`init_cache`) the new keys/values are written at the cache's index, the queries attend
     to every cached slot of their segment up to their own, and ``cache`` is the updated one
     (else None). ``intermediates`` is ``dict(q, k, q_rot, k_rot, v, attn)`` when
@@ -200,36 +216,45 @@ class Attention(nnx.Module):
     v = jnp.einsum("bld,dkh->blkh", x, self.v_proj[...].astype(dt))
     q_rot = self.rope.apply_tables(q, tables)
     k_rot = self.rope.apply_tables(k, tables)
-    keys, values = k_rot, v
+    keys, values, key_positions = k_rot, v, positions
     new_cache = None
     if cache is None:
       mask = attention_mask(segment_ids)
     else:
-      new_cache = update_cache(cache, k_rot, v, segment_ids)
+      new_cache = update_cache(cache, k_rot, v, segment_ids, positions)
       keys, values = new_cache["k"].astype(dt), new_cache["v"].astype(dt)
+      key_positions = new_cache["positions"]
       mask = attention_mask(segment_ids, new_cache["segment_ids"], q_offset=cache["index"])
-    scale = self.head_dim**-0.5
+    bias = None if self.bias is None else self.bias(positions, key_positions)  # [B, N, L, S]
+    scale = self.head_dim**-0.5 * self.rope.logit_scale()
     probs = None
-    if self.impl == "splash" and not return_intermediates and cache is None:
+    if self.impl == "splash" and not return_intermediates and cache is None and bias is None:
       encoded = attention_lib.splash_attention(q_rot * jnp.asarray(scale, dt), k_rot, v,
                                                segment_ids)
     elif self.impl in ("dot_product", "splash") and not return_intermediates:
-      encoded = jax.nn.dot_product_attention(q_rot, keys, values, mask=mask, scale=scale)
+      encoded = jax.nn.dot_product_attention(q_rot, keys, values, bias=bias, mask=mask,
+                                             scale=scale)
     else:
-      encoded, probs = self._xla_attention(q_rot * jnp.asarray(scale, dt), keys, values, mask)
+      encoded, probs = self._xla_attention(q_rot * jnp.asarray(scale, dt), keys, values, mask,
+                                           bias)
     out = jnp.einsum("blnh,nhd->bld", encoded, self.o_proj[...].astype(dt))
     inter = None
     if return_intermediates:
       inter = dict(q=q, k=k, q_rot=q_rot, k_rot=k_rot, v=v, attn=probs)
     return out, new_cache, inter
 
-  def _xla_attention(self, q, k, v, mask):
-    """Plain einsum attention; returns (``[B, L, N, H]``, float32 weights ``[B, N, L, L]``)."""
+  def _xla_attention(self, q, k, v, mask, bias=None):
+    """Plain einsum attention; returns (``[B, L, N, H]``, float32 weights ``[B, N, L, S]``).
+
+    ``bias``: float32 ``[B, N, L, S]`` added to the logits (query head n = kv head n // G).
+    """
     b, l, n, h = q.shape
     groups = n // self.num_kv_heads
     qg = q.reshape(b, l, self.num_kv_heads, groups, h)
     logits = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32)
     logits = logits.reshape(b, n, l, k.shape[1])
+    if bias is not None:
+      logits = logits + bias
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     pg = probs.astype(v.dtype).reshape(b, self.num_kv_heads, groups, l, k.shape[1])
@@ -266,10 +291,11 @@ class Block(nnx.Module):
     self.pre_ffw_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pdt)
     self.mlp = FeedForward(cfg, rngs=rngs)
 
-  def __call__(self, x, tables, segment_ids, return_intermediates=False, *, cache=None):
+  def __call__(self, x, tables, positions, segment_ids, return_intermediates=False, *,
+               cache=None):
     """As :meth:`Attention.__call__`: ``(x [B, L, D], cache or None, intermediates or None)``."""
-    attn_out, cache, inter = self.attn(self.pre_attention_norm(x), tables, segment_ids,
-                                       return_intermediates, cache=cache)
+    attn_out, cache, inter = self.attn(self.pre_attention_norm(x), tables, positions,
+                                       segment_ids, return_intermediates, cache=cache)
     x = x + attn_out
     x = x + self.mlp(self.pre_ffw_norm(x))
     return x, cache, inter
@@ -326,22 +352,31 @@ class Transformer(nnx.Module):
     if return_intermediates and cache is not None:
       raise ValueError("return_intermediates is not supported together with a KV cache.")
     # One cos/sin table per distinct positional encoding, shared by every layer that uses it.
+    # "dynamic" scaling reads the number of key slots: L here, the cache's size when decoding.
+    key_slots = tokens.shape[1] if cache is None else cache[0]["k"].shape[1]
     tables: dict[RopeConfig, RopeTables] = {}
     for block in self.blocks:
       if block.attn.rope not in tables:
-        tables[block.attn.rope] = block.attn.rope.tables(positions, self.cfg.head_dim)
-    x = sharding_lib.constrain(self.embedder.encode(tokens, _dtype(self.cfg.dtype)), ACT_BLD)
+        tables[block.attn.rope] = block.attn.rope.tables(positions, self.cfg.head_dim,
+                                                         seq_len=key_slots)
+    dt = _dtype(self.cfg.dtype)
+    x = self.embedder.encode(tokens, dt)
+    absolute = position_bias.absolute_embedding(self.cfg.absolute_encoding, positions,
+                                                self.cfg.embed_dim, dt)
+    if absolute is not None:
+      x = x + absolute
+    x = sharding_lib.constrain(x, ACT_BLD)
     new_cache, intermediates = [], []
     for i, block in enumerate(self.blocks):
       layer_tables = tables[block.attn.rope]
       if cache is not None:
-        x, layer_cache, _ = block(x, layer_tables, segment_ids, cache=cache[i])
+        x, layer_cache, _ = block(x, layer_tables, positions, segment_ids, cache=cache[i])
         new_cache.append(layer_cache)
       elif self.cfg.remat != "none" and not return_intermediates:
-        x, _, _ = nnx.remat(lambda blk, x, t: blk(x, t, segment_ids),
+        x, _, _ = nnx.remat(lambda blk, x, t: blk(x, t, positions, segment_ids),
                             policy=REMAT_POLICIES[self.cfg.remat])(block, x, layer_tables)
       else:
-        x, _, inter = block(x, layer_tables, segment_ids, return_intermediates)
+        x, _, inter = block(x, layer_tables, positions, segment_ids, return_intermediates)
         intermediates.append(inter)
       x = sharding_lib.constrain(x, ACT_BLD)
     logits = sharding_lib.constrain(self.embedder.decode(self.final_norm(x)),
