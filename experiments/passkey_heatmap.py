@@ -3,7 +3,7 @@ r"""Passkey retrieval (needle in a haystack), trained at one length and tested t
     python -m experiments.passkey_heatmap --workdir=runs/passkey            # CPU, minutes
     python -m experiments.passkey_heatmap --workdir=gs://B/passkey --scale=pod
 
-Each positional encoding (NoPE, RoPE, 0.75-RoPE; ``--encodings``) trains the same decoder on
+Each positional encoding (NoPE, RoPE, 0.75-RoPE, ALiBi; ``--encodings``) trains the same decoder on
 the ``probe_passkey`` task (``rope_jax.data.long_probes``: a number hidden at a uniformly random
 depth in a periodic filler, asked for at the end) at length L. Every run is then scored on the
 fixed validation rows on a grid of context length (L, 2L, 3L, 4L) x needle depth (0 = right
@@ -29,12 +29,12 @@ import numpy as np
 
 from experiments import beyond_common as common
 
-# Encodings: key -> config argument. TODO(ALiBi): add "alibi": "pe=alibi" (the preset that puts
-# ALiBi's logit bias on NoPE layers, model.rope.bias="alibi") once main's config/presets.py has it.
+# Encodings: key -> config argument (``alibi``: ALiBi's logit bias on NoPE layers).
 ENCODINGS = {
     "nope": "pe=nope",
     "rope": "pe=rope",
     "p075-rope": "pe=p_rope,p=0.75",
+    "alibi": "pe=alibi",
 }
 LABELS = {"nope": "NoPE", "rope": "RoPE", "p075-rope": "0.75-RoPE", "alibi": "ALiBi"}
 SCALES = {
