@@ -3,8 +3,8 @@ r"""Passkey retrieval (needle in a haystack), trained at one length and tested t
     python -m experiments.passkey_heatmap --workdir=runs/passkey            # CPU, minutes
     python -m experiments.passkey_heatmap --workdir=gs://B/passkey --scale=pod
 
-Each positional encoding (NoPE, RoPE, 0.75-RoPE, ALiBi; ``--encodings``) trains the same decoder on
-the ``probe_passkey`` task (``rope_jax.data.long_probes``: a number hidden at a uniformly random
+Each positional encoding (NoPE, RoPE, 0.75-RoPE, ALiBi; ``--encodings``) trains the same decoder
+on the ``probe_passkey`` task (``rope_jax.data.long_probes``: a number hidden at a uniformly random
 depth in a periodic filler, asked for at the end) at length L. Every run is then scored on the
 fixed validation rows on a grid of context length (L, 2L, 3L, 4L) x needle depth (0 = right
 after bos ... 1 = right before the question): whole-answer exact match (every digit) with its
