@@ -40,8 +40,14 @@ DTYPES = ("float32", "bfloat16")
 DATA_SOURCES = ("data", "synthetic")
 MESH_AXES = ("data", "fsdp", "tensor")
 PROBE_KINDS = ("copy", "reverse", "recall")
+# Long-context probes (rope_jax.data.long_probes) and their settings: data.long_probe.<kind>_<name>.
+LONG_PROBE_KINDS = ("passkey", "mqar", "flipflop")
+LONG_PROBE_SETTINGS = {"passkey": ("digits", "depth"),
+                       "mqar": ("num_pairs", "num_keys", "num_values", "power_a"),
+                       "flipflop": ("p_ignore",)}
 TFDS_TASKS = ("wiki", "flan_v2")
-TASKS = ("offline", *TFDS_TASKS, *(f"probe_{kind}" for kind in PROBE_KINDS), "mixture")
+TASKS = ("offline", *TFDS_TASKS, *(f"probe_{kind}" for kind in PROBE_KINDS + LONG_PROBE_KINDS),
+         "mixture")
 
 # MaxText-style defaults: batch over data+fsdp, weights' "embed" dim over fsdp, heads / MLP /
 # vocabulary over tensor. Activation names are used by rope_jax.model.transformer via
@@ -417,6 +423,9 @@ class CheckpointConfig(Section):
     save_every_steps: save every N steps (and always at the end and on SIGTERM).
     max_to_keep: keep the last K checkpoints.
     async_save: write in a background thread while training continues.
+    init_from: "" or "<workdir>[:step]": a run with no checkpoint of its own starts from that
+      run's parameters, with a fresh optimizer state and step (``rope_jax.training.warm_start``);
+      e.g. continued pre-training with another positional encoding.
   """
 
   WHERE: ClassVar[str] = "checkpoint"
@@ -425,6 +434,7 @@ class CheckpointConfig(Section):
   save_every_steps: int = 1000
   max_to_keep: int = 3
   async_save: bool = True
+  init_from: str = ""
 
   def __post_init__(self):
     check_fields(self)
@@ -552,6 +562,46 @@ class ProbeConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class LongProbeConfig(Section):
+  """The long-context probes (``rope_jax.data.long_probes``, the ``data.long_probe`` section).
+
+  Tasks probe_passkey, probe_mqar, probe_flipflop; train short, test long. passkey: a
+  ``passkey_digits``-digit number at ``passkey_depth`` (the fraction of filler before it, in
+  [0, 1]; -1 = uniform per example). mqar (zoology): ``mqar_num_pairs`` key-value pairs (keys of
+  ``mqar_num_keys``, values of ``mqar_num_values``), each queried once at a power-law gap with
+  exponent ``mqar_power_a``. flipflop: each instruction is "ignore" with probability
+  ``flipflop_p_ignore`` (0.8 = Liu et al.'s training mix; 0.1 dense, 0.98 sparse tests).
+  """
+
+  WHERE: ClassVar[str] = "data.long_probe"
+
+  passkey_digits: int = 5
+  passkey_depth: float = -1.0
+  mqar_num_pairs: int = 8
+  mqar_num_keys: int = 64
+  mqar_num_values: int = 64
+  mqar_power_a: float = 0.01
+  flipflop_p_ignore: float = 0.8
+
+  def __post_init__(self):
+    check_fields(self)
+    for name in ("passkey_digits", "mqar_num_pairs", "mqar_num_keys", "mqar_num_values"):
+      _check_int_range(f"data.long_probe.{name}", getattr(self, name), 1)
+    if not (0.0 <= self.passkey_depth <= 1.0 or self.passkey_depth == -1.0):
+      raise ValueError(f"data.long_probe.passkey_depth must be in [0, 1] or -1 (uniform "
+                       f"random), got {self.passkey_depth!r}.")
+    if not 0.0 < self.mqar_power_a <= 1.0:
+      raise ValueError(f"data.long_probe.mqar_power_a must be in (0, 1], got "
+                       f"{self.mqar_power_a!r}.")
+    if not 0.0 <= self.flipflop_p_ignore < 1.0:
+      raise ValueError(f"data.long_probe.flipflop_p_ignore must be in [0, 1), got "
+                       f"{self.flipflop_p_ignore!r}.")
+    if self.mqar_num_pairs > self.mqar_num_keys:
+      raise ValueError(f"data.long_probe.mqar_num_pairs ({self.mqar_num_pairs}) must be <= "
+                       f"mqar_num_keys ({self.mqar_num_keys}): the keys are distinct.")
+
+
+@dataclasses.dataclass(frozen=True)
 class DataConfig(Section):
   """The ``data`` section (``rope_jax.data``); every key must be present.
 
@@ -560,7 +610,7 @@ class DataConfig(Section):
 
   Attributes:
     task: one of ``TASKS``: "offline", "wiki", "flan_v2", "probe_copy", "probe_reverse",
-      "probe_recall", "mixture".
+      "probe_recall", "probe_passkey", "probe_mqar", "probe_flipflop", "mixture".
     vocab_path: SentencePiece model, local or gs://. "" = the shipped offline vocabulary
       (``rope_jax/data/assets/offline_sp2048.model``) for offline/probe tasks; wiki and flan_v2
       need Gemma's tokenizer.model here.
@@ -579,6 +629,7 @@ class DataConfig(Section):
       batch size), e.g. "offline:8,probe_copy:2,probe_reverse:2,probe_recall:4". Must be ""
       for any other task.
     probe: the synthetic probes' alphabet (:class:`ProbeConfig`).
+    long_probe: the long-context probes' settings (:class:`LongProbeConfig`).
   """
 
   WHERE: ClassVar[str] = "data"
@@ -592,6 +643,7 @@ class DataConfig(Section):
   shuffle_buffer_size: int = 10_000
   mixture: str = ""
   probe: ProbeConfig = ProbeConfig()
+  long_probe: LongProbeConfig = LongProbeConfig()
 
   def __post_init__(self):
     check_fields(self)
@@ -606,7 +658,7 @@ class DataConfig(Section):
 
   @classmethod
   def from_dict(cls, d: Any, where: str | None = None) -> "DataConfig":
-    """Strict, and every key (also of ``probe``) must be present."""
+    """Strict, and every key (also of ``probe`` and ``long_probe``) must be present."""
     return from_dict(cls, d, where, complete=True)
 
 
