@@ -32,7 +32,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["rope_jax", "rope_jax.*"]),
-    package_data={"rope_jax": ["data/assets/*", "analysis/prompts.txt"]},
+    package_data={"rope_jax": ["data/assets/*", "analysis/prompts*.txt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # transformers + torch: the Hugging Face round-trip tests (tests/test_hf_*.py) compare

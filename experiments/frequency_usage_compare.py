@@ -14,7 +14,11 @@ and ``report``). Writes into ``--out``:
   the runs, so columns compare directly.
 * ``positional_heads_compare.png``: the same columns, rows diagonal / previous-token score,
   each layer × head (0..1).
-* ``frequency_usage_compare.json`` / ``.csv``: the numbers behind both figures.
+* ``frequency_usage_profiles.png``: every run's per-chunk mean norm (over layers, heads and
+  tokens) overlaid, queries and keys: how the norm distribution moves between encodings.
+* ``frequency_usage_bands.csv`` / ``.md``: per run, the share of the mean q / k chunk norm in
+  each of ``bands`` frequency bands (high → low), in one table.
+* ``frequency_usage_compare.json`` / ``.csv``: the numbers behind the figures.
 * ``<run name>/``: each run's own ``rope_jax.analyze`` frequency-usage and heads outputs.
 
 ``compare(workdirs, out)`` is the same as a function (the CPU Table 2 job calls it).
@@ -23,12 +27,15 @@ and ``report``). Writes into ``--out``:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from rope_jax import errors
+from rope_jax.analysis import cauchy_schwarz as cs
+from rope_jax.analysis import compare as compare_lib
 from rope_jax.analysis import measure as measure_lib
 from rope_jax.analysis import report
 from rope_jax.checkpoint import rundir
@@ -37,8 +44,13 @@ ROW_TITLES = {"q": "queries q", "k": "keys k", "v": "values v (control)"}
 
 
 def run_name(workdir: str) -> str:
-  """The run's directory name (the Table 2 row key for ``runs/table2_cpu/<task>/<row>``)."""
-  return os.path.basename(os.path.normpath(workdir))
+  """The run's directory name (the Table 2 row key for ``runs/table2_cpu/<task>/<row>``); a seed
+  directory ``<row>/s<k>`` (``experiments/table2_cpu.py``) is named ``<row>_s<k>``."""
+  path = os.path.normpath(workdir)
+  base = os.path.basename(path)
+  if re.fullmatch(r"s\d+", base):
+    return f"{os.path.basename(os.path.dirname(path))}_{base}"
+  return base
 
 
 def _unique_names(workdirs: Sequence[str]) -> list[str]:
@@ -68,70 +80,20 @@ def measure_run(workdir: str, texts: Sequence[str], *, step: int | None = None,
   return restored, m, report.run_info(restored, workdir, texts, m)
 
 
-def _frequency_marks(ax: Any, freqs: np.ndarray, *, top_axis: bool) -> None:
-  """Marks where the identity (g = 0) chunks start; optionally a top axis in rad/token."""
-  identity = np.flatnonzero(freqs == 0)
-  if identity.size and identity[0] > 0:
-    x = identity[0] - 0.5
-    ax.axvline(x, color="w", ls="--", lw=1.2)
-    ax.annotate("g = 0 →", (x, 0.03), xycoords=("data", "axes fraction"), xytext=(3, 0),
-                textcoords="offset points", color="w", ha="left", fontsize=7)
-  if top_axis:
-    ticks = np.unique(np.linspace(0, len(freqs) - 1, min(len(freqs), 4)).round().astype(int))
-    top = ax.secondary_xaxis("top")
-    top.set_ticks(ticks, labels=[f"{freqs[t]:.0e}" if freqs[t] else "0" for t in ticks])
-    top.tick_params(labelsize=7)
-    top.set_xlabel("frequency g_k (rad/token)", fontsize=8)
-
-
-def plot_compare(columns: Sequence[str], panels: Sequence[dict[str, np.ndarray]], *,
-                 rows: dict[str, str], xlabel: str, ylabel: str, units: str,
-                 fixed_range: tuple[float, float] | None = None, cmap: str = "viridis",
-                 freqs: Sequence[np.ndarray | None] | None = None, title: str = "") -> Any:
-  """A grid of heatmaps: one column per run, one row per entry of ``rows``.
-
-  Args:
-    columns: column titles (one per run).
-    panels: per run, ``{row key: [num_rows, num_cols]}``.
-    rows: ``{row key: row title}``.
-    xlabel, ylabel: axis labels of every panel.
-    units: colour bar label; one colour bar (and scale) per row, shared by the runs.
-    fixed_range: ``(vmin, vmax)`` for every row; default ``0 .. max over the row``.
-    freqs: per run, the ``[H/2]`` chunk frequencies when the columns are RoPE chunks: adds the
-      frequency (rad/token) axis on top and marks the identity (g = 0) chunks.
-  """
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(3.6 * len(columns) + 1.2, 2.9 * len(rows) + 0.8), layout="constrained")
-  axes = fig.subplots(len(rows), len(columns), squeeze=False)
-  for r, (key, row_title) in enumerate(rows.items()):
-    if fixed_range is None:
-      vmax = max(float(np.max(p[key])) for p in panels) or 1.0
-      vmin = 0.0
-    else:
-      vmin, vmax = fixed_range
-    image = None
-    for c, (column, panel) in enumerate(zip(columns, panels)):
-      ax = axes[r, c]
-      image = ax.imshow(np.asarray(panel[key]), aspect="auto", interpolation="nearest",
-                        cmap=cmap, vmin=vmin, vmax=vmax)
-      ax.set_title(f"{column}\n{row_title}" if r == 0 else row_title, fontsize=9)
-      if freqs is not None and freqs[c] is not None:
-        _frequency_marks(ax, np.asarray(freqs[c]), top_axis=r == 0)
-      ax.set_xlabel(xlabel, fontsize=8)
-      ax.set_ylabel(ylabel, fontsize=8)
-      ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-      ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-      ax.tick_params(labelsize=7)
-    fig.colorbar(image, ax=list(axes[r, :]), label=units, shrink=0.9)
-  if title:
-    fig.suptitle(title)
-  return fig
+def _run_bands(num_chunks: int, bands: int | str) -> list[tuple[int, int]]:
+  """``bands`` for a run with ``num_chunks`` chunks; a range spec that does not fit this run's
+  head becomes the same number of equal bands."""
+  try:
+    return cs.band_slices(num_chunks, bands)
+  except ValueError:
+    if isinstance(bands, int):
+      raise
+    return cs.band_slices(num_chunks, len(bands.split(",")))
 
 
 def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
             step: int | None = None, vocab_path: str = "", batch_size: int = 16,
-            per_run: bool = True) -> list[str]:
+            per_run: bool = True, bands: int | str = 4) -> list[str]:
   """Side-by-side frequency usage and positional-head scores of ``workdirs``.
 
   Args:
@@ -142,6 +104,8 @@ def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
     vocab_path: overrides every run's ``data.vocab_path``.
     batch_size: prompts per forward pass.
     per_run: also write each run's own analyze outputs under ``out/<run name>/``.
+    bands: frequency bands of the band table (``cauchy_schwarz.band_slices``: a number of equal
+      bands or ``"0:4,4:32"``); runs with another head_dim get the same number of equal bands.
 
   Returns:
     The written paths.
@@ -175,14 +139,14 @@ def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
              for name, _, restored, _, info in runs]
   subtitle = (f"{len(texts)} prompts; mean over heads and tokens; one colour scale per row "
               "shared by the runs")
-  fig = plot_compare(
+  fig = compare_lib.plot_compare(
       columns, [{k: m.usage[k].mean(axis=1) for k in ROW_TITLES} for _, _, _, m, _ in runs],
       rows=ROW_TITLES, xlabel="RoPE chunk k (high → low frequency)", ylabel="layer",
       units="mean chunk 2-norm ‖x⁽ᵏ⁾‖\n(activation units)",
       freqs=[measure_lib.chunk_frequencies(r.model_config) for _, _, r, _, _ in runs],
       title=f"Frequency usage per layer by positional encoding\n{subtitle}")
   paths.append(plots.save_figure(fig, os.path.join(out, "frequency_usage_compare.png")))
-  fig = plot_compare(
+  fig = compare_lib.plot_compare(
       columns, [m.scores for _, _, _, m, _ in runs],
       rows={"diagonal": "diagonal score (mean α_{i,i})",
             "previous_token": "previous-token score (mean α_{i,i-1})"},
@@ -190,6 +154,31 @@ def compare(workdirs: Sequence[str], out: str, *, prompts: str | None = None,
       fixed_range=(0.0, 1.0),
       cmap="magma", title=f"Positional heads by positional encoding\n{len(texts)} prompts")
   paths.append(plots.save_figure(fig, os.path.join(out, "positional_heads_compare.png")))
+
+  profiles = {f"{name}: {info['positional_encoding']}": {k: m.usage[k].mean(axis=(0, 1))
+                                                       for k in ("q", "k")}
+              for name, _, _, m, info in runs}
+  fig = compare_lib.plot_profiles(
+      profiles, panels={"q": "queries q", "k": "keys k"},
+      freqs=[next((f for f in (measure_lib.chunk_frequencies(r.model_config)
+                               for _, _, r, _, _ in runs) if f is not None and f.any()), None)],
+      ylabel="mean chunk 2-norm (over layers, heads, tokens)",
+      title=f"Frequency usage profiles by positional encoding\n{len(texts)} prompts")
+  paths.append(plots.save_figure(fig, os.path.join(out, "frequency_usage_profiles.png")))
+  band_rows = []
+  for name, _, restored, m, info in runs:
+    band_list = _run_bands(restored.model_config.head_dim // 2, bands)
+    for k in ("q", "k"):
+      shares = compare_lib.band_fractions(m.usage[k].mean(axis=(0, 1)), band_list)
+      band_rows.append((name, info["positional_encoding"], k,
+                        *(f"{cs.band_label(b)}: {x:.3f}" for b, x in zip(band_list, shares))))
+  width = max(len(r) for r in band_rows) - 3
+  band_header = ("run", "positional_encoding", "activation",
+                 *(f"band {i} (high → low)" for i in range(width)))
+  paths.append(report.write_csv(os.path.join(out, "frequency_usage_bands.csv"), band_header,
+                                band_rows))
+  paths.append(report.write_markdown(os.path.join(out, "frequency_usage_bands.md"), band_header,
+                                     band_rows))
 
   result = {"prompts": list(texts), "runs": []}
   csv_rows = []
@@ -223,7 +212,10 @@ def _define_flags() -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_list("workdirs", None, "Comma-separated run directories (one column each).")
   flags.DEFINE_string("out", None, "Output directory.")
-  flags.DEFINE_string("prompts", None, "Prompts file (default: built-in Shakespeare quotes).")
+  flags.DEFINE_string("prompts", None, "Prompts file or shipped set name (shakespeare, italian, "
+                      "chinese, code, arithmetic; default: shakespeare).")
+  flags.DEFINE_string("bands", "4", "Frequency bands of the band table: a number of equal bands "
+                      "or start:stop chunk ranges, e.g. 0:4,4:16,16:32.")
   flags.DEFINE_integer("step", None, "Checkpoint step of every run (default: newest).")
   flags.DEFINE_string("vocab_path", "", "SentencePiece model overriding the runs' vocabulary.")
   flags.DEFINE_integer("batch_size", 16, "Prompts per forward pass.")
@@ -240,7 +232,8 @@ def _run(argv: Sequence[str]) -> None:
     if not f.workdirs or not f.out:
       raise errors.BadInputError("--workdirs and --out are required.")
     paths = compare(f.workdirs, f.out, prompts=f.prompts, step=f.step, vocab_path=f.vocab_path,
-                    batch_size=f.batch_size)
+                    batch_size=f.batch_size,
+                    bands=int(f.bands) if f.bands.isdigit() else f.bands)
   except (errors.RopeJaxError, ValueError, OSError) as e:
     print(f"frequency_usage_compare: error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(errors.exit_code(e))

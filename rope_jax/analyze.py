@@ -10,7 +10,16 @@ line; default: ten Shakespeare quotes in ``rope_jax/analysis/prompts.txt``, as t
 Figs 3–4) are tokenized with the run's vocabulary (``rope_jax.data.text``; ``--vocab_path``
 overrides, and imported weights need it), BOS first, and measured by
 ``rope_jax.analysis.measure``; ``rope_jax.analysis.report`` writes the files of each
-``--analysis`` (one or more of ``frequency_usage``, ``heads``, ``patterns``) into ``--out``.
+``--analysis`` into ``--out``, one or more of: ``frequency_usage`` (Figs 3–4), ``heads``
+(diagonal / previous-token heads, the paper's strict definition and the mean score),
+``patterns`` (attention maps), ``cauchy_schwarz`` (Tables 3–5: per-frequency activation vs
+its Cauchy–Schwarz bound for one head), ``head_types`` (BOS / sink and apostrophe /
+punctuation heads, which frequency bands carry what), ``domains`` (Fig. 19: frequency usage on
+the shipped Italian, Chinese, code, arithmetic and Shakespeare prompts).
+
+    python -m rope_jax.analyze --workdir=/runs/tiny_rope --analysis=cauchy_schwarz,head_types \
+        --layer=0 --head=2 --bands=0:4,4:16,16:32 --out=/tmp/heads
+    python -m rope_jax.analyze --workdir=/runs/tiny_rope --analysis=domains --out=/tmp/fig19
 
 Exit codes are ``rope_jax.errors``'s: 2 for bad input (flag, analysis name, index, prompts file,
 vocabulary), 5 when the workdir holds no restorable checkpoint (or not ``--step``), 4 for an I/O
@@ -38,19 +47,30 @@ def define_flags() -> None:
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
   flags.DEFINE_string("analysis", None, f"One or more of {', '.join(report.ANALYSES)}, "
                       "comma-separated.")
-  flags.DEFINE_string("prompts", None, "Text file, one prompt per line ('#' lines skipped); "
-                      "default: ten Shakespeare quotes (rope_jax/analysis/prompts.txt).")
+  flags.DEFINE_string("prompts", None, "A shipped prompt set by name (shakespeare, italian, "
+                      "chinese, code, arithmetic) or a text file, one prompt per line ('#' lines "
+                      "skipped); default: ten Shakespeare quotes.")
   flags.DEFINE_integer("layer", None, "Layer (0-indexed) of the per-head frequency-usage figure "
-                       "(default: first and last) and of the attention patterns (default 0).")
-  flags.DEFINE_integer("head", None, "Head (0-indexed) of the attention patterns (default: all).")
+                       "(default: first and last), of the attention patterns (default 0) and of "
+                       "cauchy_schwarz (default: the best diagonal head's).")
+  flags.DEFINE_integer("head", None, "Head (0-indexed) of the attention patterns (default: all) "
+                       "and of cauchy_schwarz (default: the best diagonal head).")
   flags.DEFINE_integer("prompt_index", 0, "Prompt (0-indexed) of the attention patterns.")
   flags.DEFINE_string("out", None, "Output directory (created).")
   flags.DEFINE_string("vocab_path", "", "SentencePiece model overriding the run's data.vocab_path "
                       "(needed for imported Gemma weights: Gemma's tokenizer.model).")
   flags.DEFINE_integer("batch_size", 16, "Prompts per forward pass.")
-  flags.DEFINE_float("epsilon", 0.5, "heads: list heads whose mean score exceeds 1 - epsilon.")
+  flags.DEFINE_float("epsilon", 0.5, "heads, head_types: list heads whose strict score (min over "
+                     "queries, the paper's definition) and, separately, whose mean score exceeds "
+                     "1 - epsilon.")
   flags.DEFINE_integer("top_heads", 3, "heads: how many top heads of each kind to detail.")
   flags.DEFINE_bool("add_bos", True, "Prepend BOS to every prompt.")
+  flags.DEFINE_string("bands", "4", "cauchy_schwarz, head_types, domains: frequency bands, a "
+                      "number of equal bands or start:stop chunk ranges (e.g. 0:4,4:16,16:32).")
+  flags.DEFINE_string("marker", "apostrophe", "head_types: the marker tokens of the marker head "
+                      "(apostrophe or punctuation).")
+  flags.DEFINE_string("domains", "all", "domains: the shipped prompt sets to compare "
+                      "(comma-separated, or all), the first one the reference.")
   flags.DEFINE_bool("verify", True, "Check the restored arrays against their save-time "
                     "fingerprints.")
 
@@ -72,7 +92,8 @@ def _run(argv: Sequence[str]) -> None:
       prompt_index=flag_values.prompt_index, vocab_path=flag_values.vocab_path,
       batch_size=flag_values.batch_size, epsilon=flag_values.epsilon,
       top_heads_k=flag_values.top_heads, add_bos=flag_values.add_bos,
-      verify=flag_values.verify)
+      verify=flag_values.verify, bands=flag_values.bands, marker=flag_values.marker,
+      domains=flag_values.domains)
   print(f"Wrote {len(paths)} files to {flag_values.out}:")
   for path in paths:
     print(f"  {path}")

@@ -102,11 +102,13 @@ def _tiny_config(arg="pe=rope"):
   return config
 
 
-def _save_params_only(workdir, arg, *, metadata=None, config=True):
-  """A params-only checkpoint as rope_jax.import_gemma writes it (rundir.save_params)."""
+def _save_params_only(workdir, arg, *, metadata=None, config=True, **model_fields):
+  """A params-only checkpoint as rope_jax.import_gemma writes it (rundir.save_params);
+  ``model_fields`` override the tiny config's model section (e.g. ``num_kv_heads=2``)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from rope_jax.model import transformer as model_lib  # pylint: disable=g-import-not-at-top
   cfg_dict = json.loads(_tiny_config(arg).to_json_best_effort())
+  cfg_dict["model"].update(model_fields)
   cfg = model_lib.ModelConfig.from_dict(cfg_dict["model"])
   graphdef, _ = model_lib.abstract_model(cfg)
   params = jax.jit(lambda: nnx.state(model_lib.Transformer(cfg, rngs=nnx.Rngs(1)), nnx.Param))()
@@ -266,7 +268,12 @@ def test_cli_writes_every_analysis(sharded_run, tmp_path):
     assert len(scores["top"][kind]) == 3
     assert len(scores["top"][kind][0]["q_usage"]) == chunks
     assert isinstance(scores["heads_above"][kind], list)
-  assert len((out / "positional_heads.csv").read_text().splitlines()) == 1 + num_layers * heads
+    strict = np.asarray(scores["strict"][kind])  # The paper's definition: min over queries.
+    assert strict.shape == values.shape and np.all(strict <= values + 1e-6)
+    assert isinstance(scores["heads_strict"][kind], list)
+  lines = (out / "positional_heads.csv").read_text().splitlines()
+  assert len(lines) == 1 + num_layers * heads
+  assert lines[0] == "layer,head,diagonal,previous_token,diagonal_strict,previous_token_strict"
 
   pattern = json.loads((out / "attention_L1_prompt3.json").read_text())
   p = len(pattern["tokens"])
@@ -277,10 +284,11 @@ def test_cli_writes_every_analysis(sharded_run, tmp_path):
   assert pattern["tokens"][0] == "<s>"
 
   for name in ("frequency_usage_layers.png", "frequency_usage_layer1_heads.png",
-               "positional_heads.png", "positional_heads_top_frequency_usage.png",
+               "positional_heads.png", "positional_heads_strict.png",
+               "positional_heads_top_frequency_usage.png",
                "attention_L1H2_prompt3.png"):
     _check_png(out / name)
-  assert "Wrote 11 files" in proc.stdout
+  assert "Wrote 12 files" in proc.stdout
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,8 +337,15 @@ def test_compare_runs_side_by_side(sharded_run, tmp_path):
                                           prompts=str(prompts))
   assert all(os.path.exists(p) for p in paths)
   for name in ("frequency_usage_compare.png", "positional_heads_compare.png",
+               "frequency_usage_profiles.png",
                "nope/frequency_usage_layers.png", "nope/positional_heads.png"):
     _check_png(out / name)
+  bands = (out / "frequency_usage_bands.csv").read_text().splitlines()
+  assert len(bands) == 1 + 2 * 2  # Two runs x (q, k).
+  assert bands[1].startswith("rope_run") and "k 0-7: " in bands[1]
+  shares = [float(cell.split(": ")[1]) for cell in bands[1].split(",")[3:]]
+  assert sum(shares) == pytest.approx(1.0, abs=2e-3)
+  assert (out / "frequency_usage_bands.md").read_text().startswith("| run |")
   result = json.loads((out / "frequency_usage_compare.json").read_text())
   assert [r["positional_encoding"] for r in result["runs"]] == ["RoPE θ=10k", "NoPE"]
   assert result["runs"][1]["chunk_frequencies"] == [0.0] * 32

@@ -8,11 +8,18 @@ math does not pull in matplotlib):
 * ``frequency_usage``: mean 2-norm of each RoPE chunk of q / k / v (§4, Figs 3–4).
 * ``positional_heads``: Prop. 5.2, Thm 5.3 and diagonal / previous-token head detection (§5).
 * ``semantic_channels``: single-frequency channels over long context (§6, Thm 6.1).
+* ``cauchy_schwarz``: per-chunk activation ``q^{(k)}·k^{(k)}`` against its Cauchy–Schwarz
+  bound by (query, key) pair kind, and frequency bands' share of the logits (Tables 3–5).
+* ``head_types``: BOS / attention-sink and marker (apostrophe, punctuation) heads (App. E.1).
+* ``compare``: several runs or prompt sets in one figure / table; band shares, band onset.
+* ``prompt_sets``: the shipped prompts by name (Shakespeare; Fig. 19's Italian, Chinese, code,
+  arithmetic).
 
 On a model (not imported here, they load a run): ``measure`` restores a run through
 ``rope_jax.checkpoint.rundir``, tokenizes prompts and measures frequency usage and positional
-heads over them (the one call of the Transformer); ``report`` writes the JSON / CSV / figures of
-those measurements and runs the whole ``python -m rope_jax.analyze`` job.
+heads over them (the one call of the Transformer); ``anatomy`` decomposes one head of a model by
+chunk and band and scores head types; ``report`` / ``report_heads`` write the JSON / CSV /
+markdown / figures of those measurements and run the whole ``python -m rope_jax.analyze`` job.
 
 The positional encoding is one hashable ``RopeConfig`` (``rope=``; ``rope_jax.config.schema``),
 checked once at each public entry and static under jit.
@@ -24,6 +31,12 @@ Inputs follow the model's exposed intermediates, one dict per layer: ``"q"``, ``
 
 from __future__ import annotations
 
+from rope_jax.analysis.cauchy_schwarz import band_slices
+from rope_jax.analysis.cauchy_schwarz import band_sums
+from rope_jax.analysis.cauchy_schwarz import chunk_activations
+from rope_jax.analysis.cauchy_schwarz import chunk_bounds
+from rope_jax.analysis.cauchy_schwarz import pair_kinds
+from rope_jax.analysis.cauchy_schwarz import summarize_by_kind
 from rope_jax.analysis.chunks import check_rope
 from rope_jax.analysis.chunks import chunk_dims
 from rope_jax.analysis.chunks import chunk_frequencies
@@ -40,12 +53,16 @@ from rope_jax.analysis.frequency_usage import frequency_usage_from_intermediates
 from rope_jax.analysis.frequency_usage import layer_frequency_usage
 from rope_jax.analysis.frequency_usage import mean_chunk_norms
 from rope_jax.analysis.frequency_usage import stationary_chunks
+from rope_jax.analysis.head_types import bos_targets
+from rope_jax.analysis.head_types import marker_targets
+from rope_jax.analysis.head_types import marker_tokens
 from rope_jax.analysis.positional_heads import causal_attention
 from rope_jax.analysis.positional_heads import construction_logits
 from rope_jax.analysis.positional_heads import construction_qk
 from rope_jax.analysis.positional_heads import heads_above
 from rope_jax.analysis.positional_heads import min_target_attention
 from rope_jax.analysis.positional_heads import offset_attention_scores
+from rope_jax.analysis.positional_heads import positional_head_min_scores
 from rope_jax.analysis.positional_heads import positional_head_scores
 from rope_jax.analysis.positional_heads import positional_head_scores_from_intermediates
 from rope_jax.analysis.positional_heads import repeated_token_attention

@@ -16,6 +16,7 @@ computation, ``attention_impl="xla"``). Averages are over every real token of ev
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -29,14 +30,17 @@ from rope_jax import errors
 from rope_jax.analysis import chunks as chunks_lib
 from rope_jax.analysis import frequency_usage as frequency_usage_lib
 from rope_jax.analysis import positional_heads as positional_heads_lib
+from rope_jax.analysis import prompt_sets
 from rope_jax.checkpoint import rundir
 from rope_jax.data import text as text_lib
 from rope_jax.model import generate as generate_lib
 from rope_jax.model import transformer as model_lib
 
-DEFAULT_PROMPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts.txt")
+DEFAULT_PROMPTS = prompt_sets.path("shakespeare")
 HEAD_KINDS = positional_heads_lib.HEAD_KINDS  # ("diagonal", "previous_token")
 USAGE_NAMES = ("q", "k", "v")
+# What the forward pass keeps of each layer's intermediates.
+FORWARD_NAMES = (*USAGE_NAMES, "q_rot", "k_rot", "attn")
 # The previous-token score needs a previous token.
 MIN_PROMPT_TOKENS = 2
 
@@ -59,10 +63,12 @@ def load_run(workdir: str, step: int | None = None, *, verify: bool = True,
 
 
 def read_prompts(path: str | None = None) -> list[str]:
-  """Prompts from a text file, one per line (blank and ``#`` lines skipped); default: built-in."""
-  path = path or DEFAULT_PROMPTS
+  """Prompts from a text file, one per line (blank and ``#`` lines skipped), or a shipped set by
+  name (``prompt_sets.NAMES``: "shakespeare", "italian", ...); default: the Shakespeare quotes."""
+  path = prompt_sets.resolve(path)
   if not os.path.isfile(path):
-    raise errors.BadInputError(f"prompts file {path!r} does not exist.")
+    raise errors.BadInputError(
+        f"prompts file {path!r} does not exist (shipped sets: {', '.join(prompt_sets.NAMES)}).")
   with open(path, encoding="utf-8") as f:
     prompts = [line.strip() for line in f]
   prompts = [p for p in prompts if p and not p.startswith("#")]
@@ -124,7 +130,9 @@ class Measurement:
     usage: ``{"q": [num_layers, N, H/2], "k"/"v": [num_layers, K, H/2]}`` float32 mean chunk
       2-norms over every real token, chunk 0 = highest frequency (activation units).
     scores: ``{"diagonal", "previous_token": [num_layers, N]}`` mean α_{i,i} / α_{i,i-1} over
-      every query with a previous token (attention-weight units, 0..1).
+      every query with a previous token (attention-weight units, 0..1): the *mean score*.
+    min_scores: the same keys, the minimum over those queries: the paper's definition (a head is
+      diagonal iff α_{i,i} > 1 - ε for every query, i.e. iff its min score > 1 - ε).
     attention: ``[num_layers, N, P, P]`` attention weights of prompt ``prompt_index`` (P tokens).
     prompt_index: which prompt ``attention`` is of.
     num_tokens: real tokens averaged over (``usage``).
@@ -133,6 +141,7 @@ class Measurement:
 
   usage: dict[str, np.ndarray]
   scores: dict[str, np.ndarray]
+  min_scores: dict[str, np.ndarray]
   attention: np.ndarray
   prompt_index: int
   num_tokens: int
@@ -140,19 +149,58 @@ class Measurement:
 
 
 def _forward(model: model_lib.Transformer):
-  """Jitted ``(tokens, positions, segment_ids) -> per-layer {q, k, v, attn}``.
+  """Jitted ``(tokens, positions, segment_ids) -> per-layer {FORWARD_NAMES}``.
 
-  The one call of the Transformer in rope_jax.analysis.
+  The one call of the Transformer in rope_jax.analysis. The graph is a static argument of one
+  module-level jit, so every pass over a model of one architecture and one batch shape reuses
+  one compilation; the parameters are read from ``model`` when this is called.
   """
   graphdef, state = nnx.split(model)
+  return lambda *args: _apply(graphdef, state, *args)
 
-  @jax.jit
-  def forward(state, tokens, positions, segment_ids):
-    inter = nnx.merge(graphdef, state)(tokens, positions, segment_ids,
-                                       return_intermediates=True).intermediates
-    return [{name: layer[name] for name in (*USAGE_NAMES, "attn")} for layer in inter]
 
-  return lambda *args: forward(state, *args)
+@functools.partial(jax.jit, static_argnums=(0,))
+def _apply(graphdef, state, tokens, positions, segment_ids):
+  inter = nnx.merge(graphdef, state)(tokens, positions, segment_ids,
+                                     return_intermediates=True).intermediates
+  return [{name: layer[name] for name in FORWARD_NAMES} for layer in inter]
+
+
+@dataclasses.dataclass
+class Batch:
+  """One forward pass over prompts ``start .. start + B - 1`` (right-padded to a common length).
+
+  Attributes:
+    start: index of the batch's first prompt.
+    tokens, mask: ``[B, L]`` int32 ids and bool validity (``generate.pad_prompts``).
+    positions, segment_ids: ``[B, L]`` (``generate.prompt_layout``; padding has segment 0).
+    layers: per layer ``{name: array}`` for ``FORWARD_NAMES`` (``[B, L, N|K, H]``; ``attn``
+      ``[B, N, L, L]``).
+  """
+
+  start: int
+  tokens: np.ndarray
+  mask: np.ndarray
+  positions: np.ndarray
+  segment_ids: np.ndarray
+  layers: list[dict[str, jax.Array]]
+
+
+def batches(model: model_lib.Transformer, prompts: Sequence[Sequence[int]], *,
+            batch_size: int = 16):
+  """Yields a :class:`Batch` per ``batch_size`` prompts (the one forward loop of analysis)."""
+  if not prompts:
+    raise errors.BadInputError("measure needs at least one prompt.")
+  if batch_size < 1:
+    raise errors.BadInputError(f"batch_size must be >= 1, got {batch_size}.")
+  forward = _forward(model)
+  length = max(len(p) for p in prompts)
+  for start in range(0, len(prompts), batch_size):
+    tokens, mask = generate_lib.pad_prompts(list(prompts[start:start + batch_size]),
+                                            side="right", length=length)
+    positions, segment_ids, _ = generate_lib.prompt_layout(jnp.asarray(mask))
+    layers = forward(jnp.asarray(tokens), positions, segment_ids)
+    yield Batch(start, tokens, mask, np.asarray(positions), np.asarray(segment_ids), layers)
 
 
 def measure(model: model_lib.Transformer, prompts: Sequence[Sequence[int]], *,
@@ -169,35 +217,31 @@ def measure(model: model_lib.Transformer, prompts: Sequence[Sequence[int]], *,
     batch_size: prompts per forward pass.
     prompt_index: the prompt whose attention weights are kept.
   """
-  if not prompts:
-    raise errors.BadInputError("measure needs at least one prompt.")
-  if not 0 <= prompt_index < len(prompts):
+  if prompts and not 0 <= prompt_index < len(prompts):
     raise errors.BadInputError(
         f"prompt index must be in [0, {len(prompts)}), got {prompt_index}.")
-  if batch_size < 1:
-    raise errors.BadInputError(f"batch_size must be >= 1, got {batch_size}.")
   cfg = model.cfg
   ropes = [cfg.layer_rope(layer) for layer in range(cfg.num_layers)]
-  forward = _forward(model)
-  length = max(len(p) for p in prompts)
   sums: dict[str, np.ndarray] = {}
+  mins: dict[str, np.ndarray] = {}
   num_tokens = num_queries = 0
   attention = None
-  for start in range(0, len(prompts), batch_size):
-    chunk = list(prompts[start:start + batch_size])
-    tokens, mask = generate_lib.pad_prompts(chunk, side="right", length=length)
-    positions, segment_ids, _ = generate_lib.prompt_layout(jnp.asarray(mask))
-    inter = forward(jnp.asarray(tokens), positions, segment_ids)
+  for batch in batches(model, prompts, batch_size=batch_size):
+    start, mask, inter = batch.start, batch.mask, batch.layers
+    chunk = prompts[start:start + len(mask)]
     n_tok = int(mask.sum())
     n_q = sum(len(p) - 1 for p in chunk)
     for name in USAGE_NAMES:
       per_layer = [np.asarray(frequency_usage_lib.mean_chunk_norms(values[name], mask, rope=rope))
                    for values, rope in zip(inter, ropes)]
       sums[name] = sums.get(name, 0.0) + np.stack(per_layer) * n_tok
-    scores = positional_heads_lib.positional_head_scores(
-        [values["attn"] for values in inter], mask, np.asarray(segment_ids))
+    attn = [values["attn"] for values in inter]
+    scores = positional_heads_lib.positional_head_scores(attn, mask, batch.segment_ids)
     for kind, value in scores.items():
       sums[kind] = sums.get(kind, 0.0) + np.asarray(value) * n_q
+    lows = positional_heads_lib.positional_head_min_scores(attn, mask, batch.segment_ids)
+    for kind, value in lows.items():
+      mins[kind] = np.minimum(mins.get(kind, np.inf), np.asarray(value))
     num_tokens += n_tok
     num_queries += n_q
     if start <= prompt_index < start + len(chunk):
@@ -206,6 +250,7 @@ def measure(model: model_lib.Transformer, prompts: Sequence[Sequence[int]], *,
   return Measurement(
       usage={name: (sums[name] / num_tokens).astype(np.float32) for name in USAGE_NAMES},
       scores={kind: (sums[kind] / num_queries).astype(np.float32) for kind in HEAD_KINDS},
+      min_scores={kind: mins[kind].astype(np.float32) for kind in HEAD_KINDS},
       attention=attention, prompt_index=prompt_index, num_tokens=num_tokens,
       num_queries=num_queries)
 

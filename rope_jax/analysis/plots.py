@@ -182,18 +182,31 @@ def integer_rows(fig: Figure) -> None:
       ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
-def plot_head_scores(scores: Mapping[str, np.ndarray], *, title: str = "") -> Figure:
-  """Diagonal / previous-token scores as layer × head heatmaps (0..1), one panel per kind."""
-  fig = Figure(figsize=(5.0 * len(scores), 4.2), layout="constrained")
-  axes = fig.subplots(1, len(scores), squeeze=False)[0]
-  for ax, (kind, values) in zip(axes, scores.items()):
+def plot_head_scores(scores: Mapping[str, np.ndarray], *, title: str = "",
+                     statistic: str = "mean") -> Figure:
+  """Diagonal / previous-token scores as layer × head heatmaps (0..1), one panel per kind.
+
+  ``statistic`` names how the scores reduce over queries ("mean", or "min" for the paper's
+  strict definition).
+  """
+  panels = {}
+  for kind, values in scores.items():
+    offset = "α_{i,i}" if kind == "diagonal" else "α_{i,i-1}"
+    panels[f"{kind.replace('_', '-')} score ({statistic} {offset})"] = values
+  return plot_score_panels(panels, title=title)
+
+
+def plot_score_panels(panels: Mapping[str, np.ndarray], *, units: str = SCORE_UNITS,
+                      title: str = "") -> Figure:
+  """Layer × head heatmaps of scores in 0..1, one panel per ``{panel title: [layers, N]}``."""
+  fig = Figure(figsize=(5.0 * len(panels), 4.2), layout="constrained")
+  axes = fig.subplots(1, len(panels), squeeze=False)[0]
+  for ax, (name, values) in zip(axes, panels.items()):
     values = np.asarray(values)
     image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="magma", vmin=0,
                       vmax=1)
-    fig.colorbar(image, ax=ax, label=SCORE_UNITS)
-    offset = "α_{i,i}" if kind == "diagonal" else "α_{i,i-1}"
-    ax.set(title=f"{kind.replace('_', '-')} score (mean {offset})", xlabel="head",
-           ylabel="layer")
+    fig.colorbar(image, ax=ax, label=units)
+    ax.set(title=name, xlabel="head", ylabel="layer")
     ax.set_xticks(range(values.shape[1]))
     if values.shape[0] <= 32:
       ax.set_yticks(range(values.shape[0]))

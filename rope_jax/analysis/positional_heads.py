@@ -14,8 +14,10 @@ A head is *diagonal* if α_{i,i} > 1 - ε for every query i and *previous-token*
   given norm (logit gap ``‖ψ‖²(1 - cos g)``); the paper calls the highest "most effective", not
   necessary. Over long windows every irrational rotation comes back close to alignment
   (e.g. ``cos(44 · 1 rad) = 0.99996``), so the norm needed is not monotone in g at the fast end.
-* **Detection** in a model (§4, Gemma 7B L1H5 diagonal, L1H8 previous-token):
-  :func:`positional_head_scores` averages α_{i,i} and α_{i,i-1} per layer and head.
+* **Detection** in a model (§4, Gemma 7B L1H5 diagonal, L1H8 previous-token): the paper's
+  definition is strict, α > 1 - ε for *every* query: :func:`positional_head_min_scores` (the
+  minimum over queries; a head qualifies iff it exceeds 1 - ε). :func:`positional_head_scores`
+  is a separate, softer statistic, the *mean* α_{i,i} / α_{i,i-1} per layer and head.
 
 Logits here are raw dot products (``logit_scale`` multiplies them, e.g. ``H**-0.5`` as in Gemma).
 """
@@ -282,6 +284,22 @@ def sufficient_norm(freq: float, seq_len: int, eps: float) -> float:
 # Detection in a model's attention weights.
 
 
+def _query_weights(shape, offset, mask, segment_ids) -> np.ndarray:
+  """Host bool ``[B, L - offset]``: the queries ``i = offset .. L-1`` that count for ``offset``."""
+  if len(shape) != 4 or shape[-1] != shape[-2]:
+    raise ValueError(f"attn must be [B, N, L, L], got shape {shape}.")
+  batch, _, length, _ = shape
+  if not 0 <= offset < length:
+    raise ValueError(f"offset must be in [0, L = {length}), got {offset}.")
+  linked = _linked_to_previous((batch, length), mask, segment_ids)  # [B, L]
+  weights = linked[:, offset:]  # [B, L - offset]: queries i = offset .. L-1.
+  for back in range(1, max(offset, 1)):
+    weights = weights & linked[:, offset - back:length - back]
+  if not weights.any():
+    raise ValueError("no valid query (need a valid, in-segment previous token).")
+  return weights
+
+
 def _linked_to_previous(shape_bl: tuple[int, int], mask, segment_ids) -> np.ndarray:
   """Host ``[B, L]`` bool: token i and token i - 1 are both valid and in one segment."""
   valid = np.ones(shape_bl, bool)
@@ -318,18 +336,7 @@ def offset_attention_scores(
     mask: optional ``[B, L]`` valid-token mask (host array).
     segment_ids: optional ``[B, L]`` ids of packed segments (host array).
   """
-  shape = np.shape(attn)
-  if len(shape) != 4 or shape[-1] != shape[-2]:
-    raise ValueError(f"attn must be [B, N, L, L], got shape {shape}.")
-  batch, _, length, _ = shape
-  if not 0 <= offset < length:
-    raise ValueError(f"offset must be in [0, L = {length}), got {offset}.")
-  linked = _linked_to_previous((batch, length), mask, segment_ids)  # [B, L]
-  weights = linked[:, offset:]  # [B, L - offset]: queries i = offset .. L-1.
-  for back in range(1, max(offset, 1)):
-    weights = weights & linked[:, offset - back:length - back]
-  if not weights.any():
-    raise ValueError("no valid query (need a valid, in-segment previous token).")
+  weights = _query_weights(np.shape(attn), offset, mask, segment_ids)
   return _weighted_diagonal_mean(attn, weights.astype(np.float32), offset=offset)
 
 
@@ -339,12 +346,55 @@ def _weighted_diagonal_mean(attn: jax.Array, weights: jax.Array, *, offset: int)
   return jnp.sum(diag * weights[:, None], axis=(0, 2)) / jnp.sum(weights)  # [N]
 
 
+def offset_attention_min(
+    attn: jax.Array,
+    offset: int,
+    mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+) -> jax.Array:
+  """Minimum ``α_{i, i - offset}`` per head over the queries of :func:`offset_attention_scores`.
+
+  The paper's definition: a head is diagonal (offset 0) / previous-token (offset 1) iff this
+  exceeds 1 - ε, i.e. α > 1 - ε for every query. ``[B, N, L, L] -> [N]``.
+  """
+  weights = _query_weights(np.shape(attn), offset, mask, segment_ids)
+  return _masked_diagonal_min(attn, weights, offset=offset)
+
+
+@functools.partial(jax.jit, static_argnames=("offset",))
+def _masked_diagonal_min(attn: jax.Array, weights: jax.Array, *, offset: int) -> jax.Array:
+  diag = jnp.diagonal(jnp.asarray(attn, jnp.float32), offset=-offset, axis1=-2, axis2=-1)
+  return jnp.min(jnp.where(weights[:, None], diag, jnp.inf), axis=(0, 2))  # [N]
+
+
+def positional_head_min_scores(
+    attn_per_layer: Sequence[jax.Array],
+    mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+) -> dict[str, jax.Array]:
+  """The strict scores: min over queries of α_{i,i} / α_{i,i-1}, ``{kind: [num_layers, N]}``.
+
+  A head is a diagonal / previous-token head in the paper's sense iff its entry is > 1 - ε.
+  Queries as in :func:`offset_attention_scores`.
+  """
+  if not attn_per_layer:
+    raise ValueError("attn_per_layer must hold one [B, N, L, L] array per layer, got none.")
+  return {
+      kind: jnp.stack([offset_attention_min(a, offset, mask, segment_ids)
+                       for a in attn_per_layer])
+      for kind, offset in TARGET_OFFSET.items()
+  }
+
+
 def positional_head_scores(
     attn_per_layer: Sequence[jax.Array],
     mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-  """Diagonal (mean α_{i,i}) and previous-token (mean α_{i,i-1}) scores of every head.
+  """Diagonal (mean α_{i,i}) and previous-token (mean α_{i,i-1}) *mean* scores of every head.
+
+  The mean is not the paper's definition (see :func:`positional_head_min_scores`): a head with
+  α_{i,i} = 1 on most queries and 0 on a few has a high mean but is not a diagonal head.
 
   Args:
     attn_per_layer: one ``[B, N, L, L]`` attention-weight array per layer.

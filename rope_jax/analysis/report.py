@@ -8,20 +8,22 @@ returns the paths it wrote into ``out`` (heads and layers 0-indexed):
   ``frequency_usage.csv``, ``frequency_usage_layers.png`` (per layer, mean over heads) and
   ``frequency_usage_layer<L>_heads.png`` per head for each layer asked for.
 * :func:`write_heads` (SPEC §2c): ``positional_heads.json`` (``diagonal``, ``previous_token``:
-  ``[num_layers, num_heads]``; ``top``: the best heads of each kind with their q/k chunk norms;
-  ``heads_above``: heads with score > 1 - epsilon), ``positional_heads.csv``,
-  ``positional_heads.png`` and ``positional_heads_top_frequency_usage.png``.
+  the *mean* scores ``[num_layers, num_heads]``; ``strict``: the paper's definition, the min
+  over queries; ``heads_strict`` / ``heads_above``: heads whose strict / mean score exceeds
+  1 - epsilon; ``top``: the best heads of each kind with their q/k chunk norms),
+  ``positional_heads.csv``, ``positional_heads.png`` (mean), ``positional_heads_strict.png``
+  and ``positional_heads_top_frequency_usage.png``.
 * :func:`write_patterns`: attention weights of one layer's heads on one prompt:
   ``attention_L<l>_prompt<p>.json`` / ``.csv`` and ``attention_L<l>H<h>_prompt<p>.png``.
 
-:func:`analyze` restores a run, measures it and writes the analyses asked for (the CLI's job).
+:func:`analyze` restores a run, measures it and writes the analyses asked for (the CLI's job);
+``cauchy_schwarz`` (Tables 3–5), ``head_types`` (BOS / marker heads, band contributions) and
+``domains`` (Fig. 19) are written by ``report_heads``.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,17 +32,26 @@ import jax
 import numpy as np
 
 from rope_jax import errors
+from rope_jax.analysis import cauchy_schwarz
+from rope_jax.analysis import head_types
 from rope_jax.analysis import plots
+from rope_jax.analysis import prompt_sets
+from rope_jax.analysis import report_heads
 from rope_jax.analysis import positional_heads as positional_heads_lib
 from rope_jax.analysis.measure import HEAD_KINDS
 from rope_jax.analysis.measure import Measurement
 from rope_jax.analysis.measure import USAGE_NAMES
 from rope_jax.analysis.measure import rounded
 from rope_jax.analysis import measure as measure_lib
+from rope_jax.analysis.files import short_title
+from rope_jax.analysis.files import write_csv
+from rope_jax.analysis.files import write_json
+from rope_jax.analysis.files import write_markdown
 from rope_jax.checkpoint import rundir
 from rope_jax.config import presets
 
-ANALYSES: tuple[str, ...] = ("frequency_usage", "heads", "patterns")
+ANALYSES: tuple[str, ...] = ("frequency_usage", "heads", "patterns", "cauchy_schwarz",
+                             "head_types", "domains")
 USAGE_TITLES = {"q": "queries q", "k": "keys k", "v": "values v (control: never rotated)"}
 
 
@@ -72,33 +83,6 @@ def run_info(restored: rundir.Restored, workdir: str, texts: Sequence[str],
       "num_queries": m.num_queries,
       "prompts": list(texts),
   }
-
-
-def write_json(path: str, value: Any) -> str:
-  """Writes ``value`` as indented UTF-8 JSON (directories created); returns ``path``."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=1, ensure_ascii=False)
-  return path
-
-
-def write_csv(path: str, header: Sequence[str], rows: Any) -> str:
-  """Writes a header and rows as CSV (directories created); returns ``path``."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", newline="", encoding="utf-8") as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    writer.writerows(rows)
-  return path
-
-
-
-def short_title(info: Mapping[str, Any]) -> str:
-  """``"<run> (<encoding>), step S, P prompts / T tokens"`` for figure titles."""
-  name = os.path.basename(os.path.normpath(str(info["workdir"])))
-  return (f"{name} ({info['positional_encoding']}), step {info['step']}, "
-          f"{info['num_prompts']} prompts / {info['num_tokens']} tokens")
-
 
 
 def write_frequency_usage(m: Measurement, info: Mapping[str, Any], out: str, *,
@@ -152,10 +136,20 @@ def write_heads(m: Measurement, info: Mapping[str, Any], out: str, *,
   threshold = 1.0 - epsilon
   result = dict(info)
   result.update({
-      "units": "mean attention weight over queries with a previous token (0..1)",
+      "units": "attention weight (0..1) over the queries with a previous token",
+      "definitions": {
+          "strict": "the paper's definition: a head is diagonal iff α_{i,i} > 1 - ε (previous-"
+                    "token: α_{i,i-1} > 1 - ε) for every query; strict score = the minimum "
+                    "over queries, heads_strict = heads whose strict score > 1 - epsilon",
+          "mean": "a separate, softer statistic: the mean over queries (keys 'diagonal', "
+                  "'previous_token'; heads_above = heads whose mean score > 1 - epsilon)"},
       "shapes": {kind: list(m.scores[kind].shape) for kind in HEAD_KINDS},
       **{kind: rounded(m.scores[kind]) for kind in HEAD_KINDS},
+      "strict": {kind: rounded(m.min_scores[kind]) for kind in HEAD_KINDS},
       "epsilon": epsilon,
+      "heads_strict": {kind: [{"layer": l, "head": h, "strict_score": s} for l, h, s in
+                              positional_heads_lib.heads_above(m.min_scores[kind], threshold)]
+                       for kind in HEAD_KINDS},
       "heads_above": {kind: [{"layer": l, "head": h, "score": s} for l, h, s in
                              positional_heads_lib.heads_above(m.scores[kind], threshold)]
                       for kind in HEAD_KINDS},
@@ -163,15 +157,22 @@ def write_heads(m: Measurement, info: Mapping[str, Any], out: str, *,
       "top": best,
   })
   paths = [write_json(os.path.join(out, "positional_heads.json"), result)]
-  rows = ((layer, head, f"{m.scores['diagonal'][layer, head]:.6g}",
-           f"{m.scores['previous_token'][layer, head]:.6g}")
+  rows = ((layer, head, *(f"{scores[kind][layer, head]:.6g}" for scores in (m.scores, m.min_scores)
+                          for kind in HEAD_KINDS))
           for (layer, head), _ in np.ndenumerate(m.scores["diagonal"]))
   paths.append(write_csv(os.path.join(out, "positional_heads.csv"),
-                          ("layer", "head", "diagonal", "previous_token"), rows))
+                          ("layer", "head", "diagonal", "previous_token", "diagonal_strict",
+                           "previous_token_strict"), rows))
   title = short_title(info)
   paths.append(plots.save_figure(
       plots.plot_head_scores(m.scores, title=f"Positional heads (0-indexed)\n{title}"),
       os.path.join(out, "positional_heads.png")))
+  strict = {kind: m.min_scores[kind] for kind in HEAD_KINDS}
+  paths.append(plots.save_figure(
+      plots.plot_head_scores(strict, statistic="min",
+                             title=f"Positional heads, the paper's definition: min over queries "
+                                   f"(> 1 - ε for a head)\n{title}"),
+      os.path.join(out, "positional_heads_strict.png")))
   labels, q_rows, k_rows = [], [], []
   for kind in HEAD_KINDS:
     for e in best[kind]:
@@ -240,7 +241,8 @@ def analyze(workdir: str, analyses: str | Sequence[str], out: str, *, step: int 
             prompts: str | None = None, layer: int | None = None, head: int | None = None,
             prompt_index: int = 0, vocab_path: str = "", batch_size: int = 16,
             epsilon: float = 0.5, top_heads_k: int = 3, add_bos: bool = True,
-            verify: bool = True) -> list[str]:
+            verify: bool = True, bands: int | str = 4, marker: str = "apostrophe",
+            domains: str = "all") -> list[str]:
   """Restores ``workdir`` onto the host CPU, runs ``analyses`` and writes into ``out``.
 
   Arguments as the flags of ``python -m rope_jax.analyze``. Returns the written paths; writes
@@ -255,11 +257,23 @@ def analyze(workdir: str, analyses: str | Sequence[str], out: str, *, step: int 
     raise errors.BadInputError(f"epsilon must be in (0, 1), got {epsilon}.")
   if top_heads_k < 1:
     raise errors.BadInputError(f"top_heads must be >= 1, got {top_heads_k}.")
+  bands = report_heads.parse_bands(bands)
+  if marker not in head_types.MARKER_KINDS:
+    raise errors.BadInputError(
+        f"--marker={marker!r} is not one of {', '.join(head_types.MARKER_KINDS)}.")
+  try:
+    domain_sets = prompt_sets.parse_names(domains)
+  except ValueError as e:
+    raise errors.BadInputError(f"--domains: {e}") from e
   texts = measure_lib.read_prompts(prompts)
   _check_index("prompt_index", prompt_index, len(texts), "prompts")
   _, cfg, _ = rundir.read_config(workdir, step)  # Metadata only: bad indices fail before loading.
   _check_index("layer", layer, cfg.num_layers, "layers")
   _check_index("head", head, cfg.num_heads, "query heads per layer")
+  try:
+    cauchy_schwarz.band_slices(cfg.head_dim // 2, bands)
+  except ValueError as e:
+    raise errors.BadInputError(f"--bands: {e}") from e
   host = jax.devices("cpu")[0]
   with jax.default_device(host):
     restored = measure_lib.load_run(workdir, step, verify=verify)
@@ -280,4 +294,19 @@ def analyze(workdir: str, analyses: str | Sequence[str], out: str, *, step: int 
     heads = [head] if head is not None else list(range(cfg.num_heads))
     pieces = [tokenizer.piece(t) for t in token_ids[prompt_index]]
     paths += write_patterns(m, info, out, layer=layer or 0, heads=heads, pieces=pieces)
+  all_pieces = [[tokenizer.piece(t) for t in ids] for ids in token_ids]
+  with jax.default_device(host):
+    if "cauchy_schwarz" in names:
+      paths += report_heads.cauchy_schwarz_job(
+          restored.model, m, info, out, token_ids=token_ids, pieces=all_pieces[prompt_index],
+          prompt_index=prompt_index, layer=layer, head=head, bands=bands)
+    if "head_types" in names:
+      paths += report_heads.head_types_job(
+          restored.model, m, info, out, token_ids=token_ids, pieces=all_pieces,
+          prompt_index=prompt_index, marker=marker, bands=bands, epsilon=epsilon,
+          top_k=top_heads_k, batch_size=batch_size)
+    if "domains" in names:
+      paths += report_heads.domains_job(restored.model, info, out, tokenizer=tokenizer,
+                                        sets=domain_sets, bands=bands, add_bos=add_bos,
+                                        batch_size=batch_size)
   return paths

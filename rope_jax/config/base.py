@@ -18,7 +18,7 @@ Config arguments (all optional, comma-separated ``key=value``):
 * ``scale``: linear position-interpolation factor (>= 1).
 * ``data``: the data task (``config.data.task``), one of ``schema.TASKS``:
   ``offline``, ``wiki``, ``flan_v2``, ``probe_copy``, ``probe_reverse``, ``probe_recall``,
-  ``mixture``.
+  ``probe_passkey``, ``probe_mqar``, ``probe_flipflop``, ``mixture``.
 
 Then any field can be overridden from the command line (``--config.model.rope.fraction=0.25``);
 the returned config is locked, so an unknown key there is an error. :func:`validate` converts

@@ -25,7 +25,10 @@ from rope_jax import encodings
 from rope_jax import rope as rope_lib
 from rope_jax import rope_scaling
 from rope_jax.config import strict
-from rope_jax.config.strict import check_fields, from_dict
+from rope_jax.config.data_schema import (LONG_PROBE_KINDS, LONG_PROBE_SETTINGS, PROBE_KINDS,
+                                         TASKS, TFDS_TASKS, DataConfig, LongProbeConfig,
+                                         ProbeConfig, check_task, parse_mixture)
+from rope_jax.config.strict import Section, check_fields, from_dict
 
 # Names the sections accept ---------------------------------------------------------------------
 
@@ -38,10 +41,6 @@ DTYPES = ("float32", "bfloat16")
 MLP_ACTIVATIONS = ("gelu_tanh", "silu")  # GeGLU (Gemma) or SwiGLU (Llama, Mistral).
 DATA_SOURCES = ("data", "synthetic")
 MESH_AXES = ("data", "fsdp", "tensor")
-PROBE_KINDS = ("copy", "reverse", "recall")
-TFDS_TASKS = ("wiki", "flan_v2")
-TASKS = ("offline", *TFDS_TASKS, *(f"probe_{kind}" for kind in PROBE_KINDS), "mixture")
-
 # MaxText-style defaults: batch over data+fsdp, weights' "embed" dim over fsdp, heads / MLP /
 # vocabulary over tensor. Activation names are used by rope_jax.model.transformer via
 # rope_jax.sharding.constrain().
@@ -55,17 +54,6 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 
 # Sections ---------------------------------------------------------------------------------------
-
-class Section:
-  """Base of the config sections: ``WHERE`` names the section in messages, and ``from_dict`` is
-  the one strict check (``rope_jax.config.strict.from_dict``)."""
-
-  WHERE: ClassVar[str] = ""
-
-  @classmethod
-  def from_dict(cls, d: Any, where: str | None = None) -> Any:
-    return from_dict(cls, d, where)
-
 
 @dataclasses.dataclass(frozen=True)
 class RopeConfig(Section):
@@ -420,6 +408,9 @@ class CheckpointConfig(Section):
     save_every_steps: save every N steps (and always at the end and on SIGTERM).
     max_to_keep: keep the last K checkpoints.
     async_save: write in a background thread while training continues.
+    init_from: "" or "<workdir>[:step]": a run with no checkpoint of its own starts from that
+      run's parameters, with a fresh optimizer state and step (``rope_jax.training.warm_start``);
+      e.g. continued pre-training with another positional encoding.
   """
 
   WHERE: ClassVar[str] = "checkpoint"
@@ -428,6 +419,7 @@ class CheckpointConfig(Section):
   save_every_steps: int = 1000
   max_to_keep: int = 3
   async_save: bool = True
+  init_from: str = ""
 
   def __post_init__(self):
     check_fields(self)
@@ -504,113 +496,6 @@ class MeshConfig(Section):
   @property
   def dcn_shape(self) -> tuple[int, int, int]:
     return (self.dcn_data, self.dcn_fsdp, self.dcn_tensor)
-
-
-def check_task(task: str) -> None:
-  """Raises a ValueError listing the known tasks when ``task`` is not one of them."""
-  if task not in TASKS:
-    raise ValueError(f"Unknown data task {task!r}; known tasks: {', '.join(TASKS)}.")
-
-
-def parse_mixture(spec: str) -> tuple[tuple[str, int], ...]:
-  """``"offline:8,probe_recall:4"`` -> ``(("offline", 8), ("probe_recall", 4))``."""
-  parts = []
-  for item in (p.strip() for p in spec.split(",") if p.strip()):
-    task, _, rows = item.partition(":")
-    if task not in TASKS or task == "mixture" or not rows.isdigit() or int(rows) < 1:
-      raise ValueError(
-          f"Bad data.mixture entry {item!r} in {spec!r}: want task:rows with rows >= 1 and task "
-          f"one of {', '.join(t for t in TASKS if t != 'mixture')}.")
-    parts.append((task, int(rows)))
-  if not parts or len({t for t, _ in parts}) != len(parts):
-    raise ValueError(f"data.mixture {spec!r} must name each component task once, e.g. "
-                     "'offline:8,probe_recall:4'.")
-  return tuple(parts)
-
-
-def _check_int_range(where: str, value: int, lo: int, hi: int | None = None) -> None:
-  if value < lo or (hi is not None and value > hi):
-    raise ValueError(f"{where} must be an int in [{lo}, {hi or 'inf'}], got {value!r}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeConfig(Section):
-  """The synthetic probes (``rope_jax.data.probes``, the ``data.probe`` section).
-
-  Token ids 5.. are ``num_symbols`` symbols (copied, reversed, or recalled values), then
-  ``num_keys`` recall keys; ``num_queries`` recall queries per row. Rows are filled to the
-  sequence length, so longer eval lengths give longer probes.
-  """
-
-  WHERE: ClassVar[str] = "data.probe"
-
-  num_symbols: int = 64
-  num_keys: int = 1024
-  num_queries: int = 4
-
-  def __post_init__(self):
-    check_fields(self)
-    for name in ("num_symbols", "num_keys", "num_queries"):
-      _check_int_range(f"data.probe.{name}", getattr(self, name), 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig(Section):
-  """The ``data`` section (``rope_jax.data``); every key must be present.
-
-  The batch size, sequence length and seed come from the ``train`` section. The defaults are
-  the offline default job: the CPython-docs corpus with its 2048-piece vocabulary.
-
-  Attributes:
-    task: one of ``TASKS``: "offline", "wiki", "flan_v2", "probe_copy", "probe_reverse",
-      "probe_recall", "mixture".
-    vocab_path: SentencePiece model, local or gs://. "" = the shipped offline vocabulary
-      (``rope_jax/data/assets/offline_sp2048.model``) for offline/probe tasks; wiki and flan_v2
-      need Gemma's tokenizer.model here.
-    tfds_data_dir: TFDS (wiki, flan_v2) directory holding the prepared dataset ("" = TFDS's
-      default, $TFDS_DATA_DIR or ~/tensorflow_datasets; gs://bucket/tensorflow_datasets on TPU).
-    tfds_name: override of the versioned dataset name ("" = the task's default).
-    validation_percent: percent of documents held out for validation (the paper held out 10% of
-      Wikipedia): the last N% of TFDS train for wiki/flan_v2, a fixed hash bucket of documents
-      for offline.
-    pack: pack several documents per row (segment ids, positions restarting per document);
-      False puts one document chunk per row.
-    shuffle_buffer_size: shuffle buffer in documents for the streaming TFDS tasks (the offline
-      corpus is permuted whole each epoch).
-    mixture: for task="mixture", "task:rows,task:rows,...": every global batch holds exactly
-      ``rows`` rows of each component task, in this order (the rows must add up to the global
-      batch size), e.g. "offline:8,probe_copy:2,probe_reverse:2,probe_recall:4". Must be ""
-      for any other task.
-    probe: the synthetic probes' alphabet (:class:`ProbeConfig`).
-  """
-
-  WHERE: ClassVar[str] = "data"
-
-  task: str = "offline"
-  vocab_path: str = ""
-  tfds_data_dir: str = ""
-  tfds_name: str = ""
-  validation_percent: int = 10
-  pack: bool = True
-  shuffle_buffer_size: int = 10_000
-  mixture: str = ""
-  probe: ProbeConfig = ProbeConfig()
-
-  def __post_init__(self):
-    check_fields(self)
-    check_task(self.task)
-    if self.task == "mixture":
-      parse_mixture(self.mixture)
-    elif self.mixture:
-      raise ValueError(f"data.mixture={self.mixture!r} is set but data.task={self.task!r}; set "
-                       "task='mixture' to use it.")
-    _check_int_range("data.validation_percent", self.validation_percent, 1, 99)
-    _check_int_range("data.shuffle_buffer_size", self.shuffle_buffer_size, 1)
-
-  @classmethod
-  def from_dict(cls, d: Any, where: str | None = None) -> "DataConfig":
-    """Strict, and every key (also of ``probe``) must be present."""
-    return from_dict(cls, d, where, complete=True)
 
 
 # Every top-level section of an experiment config: name -> its dataclass.

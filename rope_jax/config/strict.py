@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import math
 import typing
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -139,3 +139,14 @@ def from_dict(cls: type, d: Any, where: str | None = None, *, complete: bool = F
     if isinstance(d[key], list):
       d[key] = tuple(d[key])
   return cls(**d)
+
+
+class Section:
+  """Base of the config sections: ``WHERE`` names the section in messages, and ``from_dict`` is
+  the one strict check (:func:`from_dict`)."""
+
+  WHERE: ClassVar[str] = ""
+
+  @classmethod
+  def from_dict(cls, d: Any, where: str | None = None) -> Any:
+    return from_dict(cls, d, where)

@@ -11,8 +11,10 @@ Public API::
 
 Modules: ``config`` (defaults, validation), ``tasks`` (seqio Tasks), ``packing`` (rows, segment
 ids, positions), ``pipeline`` (iterators), ``probes`` (synthetic tasks, accuracy),
-``offline_corpus`` (CPython's docs + vocabulary), ``flan_v2`` (TFDS builder for a FLAN v2
-export), ``text`` (special ids, vocabulary paths, the one SentencePiece loader, tokenizers).
+``long_probes`` (passkey, MQAR, flip-flop: train short, test long), ``scoring`` (whole-answer
+exact match and its confidence interval), ``offline_corpus`` (CPython's docs + vocabulary),
+``flan_v2`` (TFDS builder for a FLAN v2 export), ``text`` (special ids, vocabulary paths, the one
+SentencePiece loader, tokenizers).
 
 ``import rope_jax.data`` is light (no TensorFlow): the names that need TensorFlow/seqio load
 their module on first use.
@@ -31,8 +33,8 @@ _LAZY = {
     "make_iterator": "pipeline", "DataIterator": "pipeline",
     "get_vocabulary": "tasks", "get_task": "tasks",
 }
-_SUBMODULES = ("config", "flan_v2", "offline_corpus", "packing", "pipeline", "probes", "tasks",
-               "text")
+_SUBMODULES = ("config", "flan_v2", "long_probes", "offline_corpus", "packing", "pipeline",
+               "probes", "scoring", "tasks", "text")
 
 __all__ = ["BATCH_KEYS", "BOS_ID", "DataIterator", "EOS_ID", "PAD_ID", "TASKS", "check_task",
            "default_config", "get_task", "get_vocabulary", "make_iterator", "probes", "validate"]

@@ -3,8 +3,8 @@
 The section itself (keys, defaults, types, ranges) is ``rope_jax.config.schema.DataConfig``;
 the task names (``TASKS``) and the mixture syntax live there too, so that config validation
 never imports this package. Every key is read by ``rope_jax.data`` (``tasks.py``,
-``pipeline.py``, ``probes.py``); the batch size, sequence length and seed come from the
-experiment config and are passed to ``make_iterator`` as arguments. This module is light: it
+``pipeline.py``, ``probes.py``, ``long_probes.py``); the batch size, sequence length and seed
+come from the experiment config and are passed to ``make_iterator`` as arguments. This module is light: it
 imports neither TensorFlow nor seqio.
 """
 
@@ -16,7 +16,8 @@ import ml_collections
 
 from rope_jax.config import base as config_lib
 from rope_jax.config.schema import (  # pylint: disable=unused-import (re-exported)
-    PROBE_KINDS, TASKS, TFDS_TASKS, DataConfig, check_task, parse_mixture)
+    LONG_PROBE_KINDS, LONG_PROBE_SETTINGS, PROBE_KINDS, TASKS, TFDS_TASKS, DataConfig, check_task,
+    parse_mixture)
 
 
 def tfds_tasks_used(task: str, mixture: str = "") -> tuple[str, ...]:

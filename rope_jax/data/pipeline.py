@@ -156,21 +156,23 @@ class InMemoryIterator(DataIterator):
 class ProbeIterator(DataIterator):
   """Synthetic probe rows, example ``step*G + process_index*B_local + j``; O(1) restore."""
 
-  def __init__(self, kind: str, probe_kwargs: dict[str, int], **kwargs):
+  def __init__(self, kind: str, probe_kwargs: dict[str, int], generator: Any = probes,
+               **kwargs):
     super().__init__(**kwargs)
     self._kind = kind
     self._probe_kwargs = probe_kwargs
-    probes.make_example(kind, 0, seed=self.seed, split=self.split, seq_len=self.seq_len,
-                        **probe_kwargs)  # fail now on a bad length or setting
+    self._generator = generator  # probes or long_probes: make_example / make_batch by kind
+    generator.make_example(kind, 0, seed=self.seed, split=self.split, seq_len=self.seq_len,
+                           **probe_kwargs)  # fail now on a bad length or setting
 
   def _identity(self) -> State:
     return {**super()._identity(), **self._probe_kwargs}
 
   def _next_batch(self) -> Batch:
     first = self.step * self.global_batch_size + self.process_index * self.local_batch_size
-    return probes.make_batch(self._kind, range(first, first + self.local_batch_size),
-                             seed=self.seed, split=self.split, seq_len=self.seq_len,
-                             **self._probe_kwargs)
+    return self._generator.make_batch(self._kind, range(first, first + self.local_batch_size),
+                                      seed=self.seed, split=self.split, seq_len=self.seq_len,
+                                      **self._probe_kwargs)
 
   def _restore(self, state: State) -> None:
     self.step = int(state["step"])
@@ -322,7 +324,8 @@ def make_iterator(data_config: ml_collections.ConfigDict, *, split: str, global_
     return MixtureIterator(sub, **common)
   if data_config.task in tasks.PROBE_TASKS:
     kwargs = tasks.probe_kwargs(data_config, tasks.get_vocabulary(data_config))
-    return ProbeIterator(data_config.task.removeprefix("probe_"), kwargs, **common)
+    return ProbeIterator(data_config.task.removeprefix("probe_"), kwargs,
+                         tasks.probe_generator(data_config.task), **common)
   if data_config.task == "offline":
     tasks.get_vocabulary(data_config)  # a clear error for a missing vocabulary, before TF
     docs = _offline_documents(data_config.vocab_path, data_config.validation_percent, split)

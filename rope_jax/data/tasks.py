@@ -11,12 +11,13 @@ Every text task yields documents as one feature, ``targets``: int32 token ids en
   90/10 split. Document text: ``inputs + "\\n\\n" + targets``, loss on every token (the paper
   trains a language model on it from scratch and reports perplexity).
 * ``offline``: ``offline_corpus.py`` (CPython's docs), a fixed 10% of documents for validation.
-* ``probe_*``: ``probes.py``; one example per row, already laid out (not packed).
+* ``probe_*``: ``probes.py`` (copy, reverse, recall) and ``long_probes.py`` (passkey, mqar,
+  flipflop); one example per row, already laid out (not packed).
 
 ``import rope_jax.data.tasks`` registers every task under a stable name, as seqio / t5x users
 expect: ``rope_jax.wiki``, ``rope_jax.flan_v2``, ``rope_jax.offline`` and the probes
-``rope_jax.probe_{copy,reverse,recall}`` (rows of ``DEFAULT_PROBE_LEN`` tokens), with the data
-defaults of ``rope_jax.data.config``, so ``seqio.get_mixture_or_task("rope_jax.wiki")`` works
+``rope_jax.probe_{copy,reverse,recall,passkey,mqar,flipflop}`` (rows of ``DEFAULT_PROBE_LEN``
+tokens), with the data defaults of ``rope_jax.data.config``, so ``seqio.get_mixture_or_task("rope_jax.wiki")`` works
 from any tool. Vocabularies are resolved lazily (on first encode / decode / size): the offline
 and probe tasks use the shipped vocabulary, wiki and flan_v2 Gemma's ``tokenizer.model`` named
 by the environment variable ``ROPE_JAX_GEMMA_VOCAB`` (a clear error on first use when unset).
@@ -37,6 +38,7 @@ import tensorflow as tf
 
 from rope_jax.data import config as config_lib
 from rope_jax.data import flan_v2
+from rope_jax.data import long_probes
 from rope_jax.data import offline_corpus
 from rope_jax.data import packing
 from rope_jax.data import probes
@@ -154,17 +156,29 @@ def get_task(data_config: ml_collections.ConfigDict, *, seq_len: int | None = No
   return _register(name, **_task_kwargs(data_config, vocab, seq_len))
 
 
+def probe_generator(task: str):
+  """The module that generates a probe task's rows: ``probes`` or ``long_probes``."""
+  kind = task.removeprefix("probe_")
+  return long_probes if kind in long_probes.KINDS else probes
+
+
 def probe_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary, *,
                  check_vocab: bool = True) -> dict[str, int]:
-  """The probe settings of ``data_config``, checked against the vocabulary size."""
-  p = data_config.probe
-  kwargs = {"num_symbols": p.num_symbols, "num_keys": p.num_keys, "num_queries": p.num_queries}
+  """The probe settings of ``data_config`` (for its task), checked against the vocabulary size."""
+  kind = data_config.task.removeprefix("probe_")
+  if kind in long_probes.KINDS:
+    kwargs = long_probes.settings(kind, data_config.long_probe)
+    need = long_probes.min_vocab_size(kind, **kwargs)
+    how = f"long probe {kind!r} with data.long_probe settings {kwargs}"
+  else:
+    p = data_config.probe
+    kwargs = {"num_symbols": p.num_symbols, "num_keys": p.num_keys, "num_queries": p.num_queries}
+    need = probes.min_vocab_size(p.num_symbols, p.num_keys)
+    how = f"{probes.FIRST_SYMBOL_ID} + num_symbols + num_keys"
   if not check_vocab:
     return kwargs
-  need = probes.min_vocab_size(p.num_symbols, p.num_keys)
   if vocab.vocab_size < need:
-    raise ValueError(f"Probe ids need a vocabulary of >= {need} tokens "
-                     f"({probes.FIRST_SYMBOL_ID} + num_symbols + num_keys); "
+    raise ValueError(f"Probe ids need a vocabulary of >= {need} tokens ({how}); "
                      f"{data_config.vocab_path or 'the offline vocabulary'} has "
                      f"{vocab.vocab_size}.")
   return kwargs
@@ -173,6 +187,7 @@ def probe_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary
 def _probe_task_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Vocabulary,
                        seq_len: int, *, check_vocab: bool = True) -> dict[str, Any]:
   kind = data_config.task.removeprefix("probe_")
+  generator = probe_generator(data_config.task)
   kwargs = probe_kwargs(data_config, vocab, check_vocab=check_vocab)
   spec = {k: tf.TensorSpec([seq_len], tf.float32 if k == "weights" else tf.int32)
           for k in packing.BATCH_KEYS}
@@ -183,7 +198,8 @@ def _probe_task_kwargs(data_config: ml_collections.ConfigDict, vocab: seqio.Voca
     def gen():
       i = 0
       while True:
-        yield probes.make_example(kind, i, seed=seed or 0, split=split, seq_len=seq_len, **kwargs)
+        yield generator.make_example(kind, i, seed=seed or 0, split=split, seq_len=seq_len,
+                                     **kwargs)
         i += 1
     return tf.data.Dataset.from_generator(gen, output_signature=spec)
 

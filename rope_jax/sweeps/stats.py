@@ -1,4 +1,5 @@
-"""Confidence intervals and verdicts for seeded grids (pure numpy/scipy, no JAX).
+"""Confidence intervals and verdicts for seeded grids (no JAX); the formulas are those of
+``rope_jax.data.scoring``, wrapped as :class:`Interval`.
 
 * :func:`t_interval`: mean ± the 95% Student-t half-width over independent replicates (seeds).
 * :func:`paired_difference`: per-seed differences of a row against a reference row evaluated
@@ -16,7 +17,8 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as scipy_stats
+
+from rope_jax.data import scoring
 
 NO_DIFFERENCE = "no difference at this scale"
 
@@ -61,11 +63,8 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     raise ValueError("t_interval needs at least one value.")
   if not 0 < level < 1:
     raise ValueError(f"level must be in (0, 1), got {level}.")
-  mean = float(x.mean())
-  if x.size == 1:
-    return Interval(mean, -math.inf, math.inf, 1, level)
-  half = float(scipy_stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-  return Interval(mean, mean - half, mean + half, int(x.size), level)
+  mean, lo, hi = scoring.t_interval(x, level)
+  return Interval(mean, lo, hi, int(x.size), level)
 
 
 def paired_difference(values: Sequence[float], reference: Sequence[float],
@@ -78,15 +77,10 @@ def paired_difference(values: Sequence[float], reference: Sequence[float],
 
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> Interval:
-  """The Wilson score interval of a binomial proportion ``successes / n``."""
-  if n <= 0 or not 0 <= successes <= n:
-    raise ValueError(f"Need 0 <= successes <= n and n > 0, got {successes}/{n}.")
-  z = float(scipy_stats.norm.ppf(0.5 + level / 2))
-  p = successes / n
-  denom = 1 + z * z / n
-  centre = (p + z * z / (2 * n)) / denom
-  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-  return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n, level)
+  """The Wilson score interval of a binomial proportion ``successes / n``
+  (``rope_jax.data.scoring.wilson_interval``)."""
+  lo, hi = scoring.wilson_interval(successes, n, level)
+  return Interval(successes / n, lo, hi, n, level)
 
 
 def verdict(diff: Interval, *, lower_is_better: bool = True) -> str:

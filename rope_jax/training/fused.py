@@ -114,14 +114,21 @@ class FrequencyRope:
 
   freqs: jax.Array
 
-  def tables(self, positions: jax.Array, head_dim: int) -> tuple[jax.Array, jax.Array]:
-    """cos/sin ``[B, L, 1, H/2]`` float32 at ``positions [B, L]`` (same formula as rope.py)."""
-    del head_dim
+  def tables(self, positions: jax.Array, head_dim: int, seq_len: int | None = None
+             ) -> tuple[jax.Array, jax.Array]:
+    """cos/sin ``[B, L, 1, H/2]`` float32 at ``positions [B, L]``. The angle is a float32
+    product (the frequencies are traced, so rope.py's exact host-side angles do not apply; at
+    the CPU grid's lengths, ≤ 256 positions, its error is below 1e-4 rad)."""
+    del head_dim, seq_len
     angles = positions.astype(jnp.float32)[..., None] * self.freqs.astype(jnp.float32)
     return jnp.cos(angles)[..., None, :], jnp.sin(angles)[..., None, :]
 
   def apply_tables(self, x: jax.Array, tables: tuple[jax.Array, jax.Array]) -> jax.Array:
     return rope_lib.apply_rope_tables(x, tables, layout="split_half")
+
+  def logit_scale(self) -> float:
+    """No context-extension temperature in the grid's rows."""
+    return 1.0
 
 
 def with_frequencies(model: model_lib.Transformer, freqs: jax.Array) -> model_lib.Transformer:

@@ -35,6 +35,7 @@ from rope_jax.training import flops as flops_lib
 from rope_jax.training import metrics as metrics_lib
 from rope_jax.training import preemption
 from rope_jax.training import train_lib
+from rope_jax.training import warm_start
 from rope_jax.training import workdir_lock
 
 # A hook called after each step's save (before its eval): ``after_step(step)``.
@@ -184,6 +185,8 @@ def _train(config: Any, sections: dict[str, Any], workdir: str,
                    ckpt.directory, data_state)
   if state is None:
     state = setup.init()
+    if ckpt_cfg.init_from:  # Continued pre-training: another run's params, fresh optimizer.
+      state = warm_start.warm_start(state, setup.abstract_state["params"], ckpt_cfg.init_from)
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_main,
                                      resume_step=start_step if start_step else None)
   if start_step == 0:
