@@ -30,8 +30,10 @@ from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-impor
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed training steps per member.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per row.")
-_JOB_STEPS = flags.DEFINE_integer("job_steps", 200, "Steps of the job, for the projected ratio.")
+_JOB_STEPS = flags.DEFINE_integer("job_steps", None, "Steps of the job, for the projected "
+                                  "ratio (default: the job's default for --grid).")
 _WRITE = flags.DEFINE_bool("write", True, "Rewrite the BENCHMARKS.md section.")
+_GRID = flags.DEFINE_enum("grid", "lm", ["lm", "probe"], "Which grid of the job (its model).")
 
 
 def _batches(n: int, b: int, l: int, vocab: int):
@@ -57,8 +59,9 @@ def main(argv: list[str]) -> None:
   from rope_jax.training import train_lib  # pylint: disable=g-import-not-at-top
 
   seq_len, steps = 64, _STEPS.value
-  rows = regime.cpu_rows(seq_len)
-  configs = regime.member_configs(rows, seq_len, steps)
+  keys = regime.LM_ROWS if _GRID.value == "lm" else regime.PROBE_ROWS
+  rows = tuple(r for r in regime.cpu_rows(seq_len) if r.key in keys)
+  configs = regime.member_configs(rows, seq_len, steps, _GRID.value)
   model_cfg = config_lib.model_config(configs[rows[0].key])
   train_cfg = train_lib.TrainConfig.from_dict(config_lib.to_dict(configs[rows[0].key].train))
   members = [fused.Member(f"{r.key}-s{s}", r.rope, s) for r in rows for s in range(_SEEDS.value)]
@@ -103,7 +106,7 @@ def main(argv: list[str]) -> None:
   loop_step = loop_steps / max(steps - 1, 1)  # Summed over members: one step of every run.
 
   ratio = loop_wall / fused_wall
-  job = _JOB_STEPS.value
+  job = _JOB_STEPS.value or {"lm": 100, "probe": 300}[_GRID.value]  # table2_cpu.DEFAULT_STEPS
   proj = (loop_start + loop_step * (job - 1)) / (fused_start + fused_step * (job - 1))
   rows_md = [
       ["per-run loop", f"{loop_wall:.1f}", f"{tokens / loop_wall:,.0f}", f"{loop_start:.1f}",
@@ -112,9 +115,10 @@ def main(argv: list[str]) -> None:
        f"{fused_start:.1f}", f"{fused_step:.3f}", f"**{ratio:.2f}x**"],
   ]
   body = (
-      "## Fused Table 2 grid vs per-run loop (`benchmarks/fused_grid.py`)\n\n"
+      f"## Fused Table 2 {_GRID.value} grid vs per-run loop (`benchmarks/fused_grid.py`)\n\n"
       f"{report.machine_line()}\n\n"
-      f"{len(members)} members ({len(rows)} rows × {_SEEDS.value} seeds of the CPU Table 2 job: "
+      f"{len(members)} members ({len(rows)} rows × {_SEEDS.value} seeds of the CPU Table 2 job's "
+      f"{_GRID.value} grid: "
       f"{model_cfg.num_layers} layers, d_model {model_cfg.embed_dim}, head dim "
       f"{model_cfg.head_dim}, batch {b} × {seq_len}), {steps} steps each on the same batches, "
       "start-up (build, compile, init, first step) included, measured one after the other in "
@@ -124,13 +128,13 @@ def main(argv: list[str]) -> None:
            "one step of every member (s)", "speed-up"], rows_md)
       + f"\nProjected from these parts for the job's {job} steps: **{proj:.2f}x**. "
       "The per-run loop here is in-process (the old job also paid a Python + data start-up "
-      "per run in its own subprocess). On this CPU the fused step costs about as much as the "
-      "members' steps one after the other (the work is the same FLOPs on 2 cores); the saving "
-      "is the start-up: one compile instead of one per run.\n\n"
-      "Regenerate: `python -m benchmarks.fused_grid`.\n")
+      f"per run in its own subprocess). Per step, the fused program takes "
+      f"{fused_step / loop_step:.2f}x the time of every member's own step one after the other; "
+      f"start-up, {fused_start / loop_start:.2f}x.\n\n"
+      f"Regenerate: `python -m benchmarks.fused_grid --grid={_GRID.value}`.\n")
   print(body)
   if _WRITE.value:
-    report.write_section("fused_grid", body)
+    report.write_section(f"fused_grid_{_GRID.value}", body)
 
 
 if __name__ == "__main__":
