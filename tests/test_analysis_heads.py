@@ -232,9 +232,11 @@ def test_analyze_new_analyses_end_to_end(tiny_run, tmp_path):
   prompts = tmp_path / "p.txt"
   prompts.write_text("I don't know, it's fine.\nTo be, or not to be.\n")
   out = tmp_path / "out"
+  # One forward batch per prompt set (10 prompts each): every batch shape is one more
+  # compilation, and batching is measure's (test_analyze checks one batch == many).
   paths = report.analyze(tiny_run, "cauchy_schwarz,head_types,domains", str(out),
                          prompts=str(prompts), layer=0, head=1, bands="0:8,8:32",
-                         domains="shakespeare,code", batch_size=8)
+                         domains="shakespeare,code", batch_size=12)
   assert all(os.path.exists(p) for p in paths)
   table = json.loads((out / "cauchy_schwarz_L0H1_prompt0.json").read_text())
   assert table["softmax_error"] < 1e-5 and table["band_labels"][0].startswith("k 0-7")

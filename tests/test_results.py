@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 from rope_jax.sweeps import grid
 from rope_jax.training import metrics
@@ -47,6 +49,21 @@ def _fake_root(tmp_path):
                      "perplexity_len32768": 9.5}, split="eval")
   writer.close()
   return root
+
+
+def test_metrics_writer_writes_tensorboard_without_importing_torch(tmp_path):
+  """tensorboardX imports torch when installed (seconds per trainer start); the writer hides it
+  for that import, still writes the event file, and leaves ``import torch`` working after."""
+  code = (f"import sys\nfrom rope_jax.training import metrics\n"
+          f"w = metrics.MetricsWriter({str(tmp_path)!r})\nw.write(1, {{'loss': 2.0}})\nw.close()\n"
+          "assert 'torch' not in sys.modules, 'tensorboardX imported torch'\n"
+          "print('OK')")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  p = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                     timeout=300, env=dict(os.environ, PYTHONPATH=repo))
+  assert p.returncode == 0 and "OK" in p.stdout, p.stderr[-3000:]
+  events = [f for f in os.listdir(tmp_path / "tensorboard") if "tfevents" in f]
+  assert events and os.path.getsize(tmp_path / "tensorboard" / events[0]) > 40
 
 
 def test_collect_root_reads_every_cell(tmp_path):

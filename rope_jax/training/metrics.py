@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any, Mapping
 
 from absl import logging
@@ -58,6 +59,25 @@ def _truncate_jsonl(path: epath.Path, after_step: int) -> int:
   return len(lines) - len(keep)
 
 
+def _summary_writer_class() -> type[Any]:
+  """``tensorboardX.SummaryWriter``, imported without torch.
+
+  tensorboardX imports torch at import time when it is installed (only to accept torch tensors;
+  this module passes floats), which costs seconds at every trainer start. Unless something
+  already imported torch, ``import torch`` fails for that one import (a ``None`` entry in
+  ``sys.modules``), and the entry is removed right after, so a later ``import torch`` works.
+  """
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    return SummaryWriter
+  sys.modules["torch"] = None  # type: ignore[assignment]
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.modules.pop("torch", None)
+  return SummaryWriter
+
+
 class MetricsWriter:
   """Writes scalars to ``workdir/metrics.jsonl`` and ``workdir/tensorboard`` (process 0 only).
 
@@ -81,7 +101,7 @@ class MetricsWriter:
         logging.info("metrics.jsonl: dropped %d records after resumed step %d.", dropped,
                      resume_step)
     try:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
       self._tb = SummaryWriter(str(self.dir / TB_DIR),
                                purge_step=None if resume_step is None else resume_step + 1)
     except ImportError:  # pragma: no cover
