@@ -65,7 +65,7 @@ _FIGURES = flags.DEFINE_bool("figures", True, "Write the PNG figures.")
 # (LM steps, probe steps, held-out targets, probe examples): the default fits <= 10 minutes on
 # an idle 2-core machine; --full trains until the LM rows near or beat the bigram baseline and
 # RoPE learns both probes (README: its wall time and what it reached).
-DEFAULT_BUDGET, FULL_BUDGET = (60, 150, 4096, 200), (600, 2000, 8192, 400)
+DEFAULT_BUDGET, FULL_BUDGET = (60, 150, 4096, 200), (500, 1800, 8192, 400)
 PROBES = ("copy", "recall")
 LENGTH_MULTIPLIERS = regime.LENGTH_MULTIPLIERS
 EVAL_CHUNK_TOKENS = 4096  # Rows per eval call = this / context (bounds the [M, B, L, V] logits).
