@@ -13,7 +13,8 @@ Scales:
   schedule: batch 512, 8,192-token context, 10,000 steps) on ``wiki`` and ``flan_v2``: the 14
   runs of Table 2.
 * ``"cpu"``: the same seven rows on the tiny CPU model (``configs/tiny.py``), one run each on a
-  mixture of the offline corpus and the synthetic probes (``experiments/table2_cpu.py``).
+  mixture of the offline corpus and the synthetic probes; the main job,
+  ``experiments/table2_cpu.py``, runs its own design (``rope_jax.sweeps.regime``).
 
 The schedule of a scale (batch, length, steps) is never restated here: it is what the scale's
 config file gives (``configs/gemma_2b.py`` applies ``rope_jax.config.base.apply_paper_schedule``),
