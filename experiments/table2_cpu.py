@@ -186,13 +186,17 @@ def _lm_eval(grid, params, val_stream, eval_tokens: int, seq_len: int, out: dict
   """Held-out loss at L, 2L, 4L on the same targets, and at L with each band ablated."""
   from rope_jax.data import heldout  # pylint: disable=g-import-not-at-top
 
+  windows = {seq_len * m: heldout.windows(val_stream, eval_tokens, seq_len * m)
+             for m in LENGTH_MULTIPLIERS}
+
   def losses(context, freqs=None):
-    sums = _eval(grid, params, heldout.windows(val_stream, eval_tokens, context), freqs)
+    sums = _eval(grid, params, windows[context], freqs)
     return sums["loss_sum"].sum(1) / sums["weight_sum"].sum(1)
 
-  for mult in LENGTH_MULTIPLIERS:
+  for c in windows:
+    per_member = losses(c)
     for i, m in enumerate(grid.members):
-      out[m.name]["loss"][seq_len * mult] = float(losses(seq_len * mult)[i])
+      out[m.name]["loss"][c] = float(per_member[i])
   for band in ("high", "low"):
     lb = losses(seq_len, _band_freqs(np.asarray(grid.freqs), band))
     for i, m in enumerate(grid.members):
@@ -202,6 +206,7 @@ def _lm_eval(grid, params, val_stream, eval_tokens: int, seq_len: int, out: dict
 def _probe_eval(grid, params, examples: int, seq_len: int, out: dict) -> None:
   """Whole-answer exact match at L, 2L, 4L on fixed validation examples; at L per ablated band."""
   from rope_jax.data import probes  # pylint: disable=g-import-not-at-top
+  ablated = {band: _band_freqs(np.asarray(grid.freqs), band) for band in ("high", "low")}
   for kind in PROBES:
     for mult in LENGTH_MULTIPLIERS:
       c = seq_len * mult
@@ -212,8 +217,8 @@ def _probe_eval(grid, params, examples: int, seq_len: int, out: dict) -> None:
         out[m.name]["probes"].setdefault(kind, {})[c] = exact[i].tolist()
       if mult != 1:
         continue
-      for band in ("high", "low"):
-        exact = _eval(grid, params, batch, _band_freqs(np.asarray(grid.freqs), band))["exact"]
+      for band, freqs in ablated.items():
+        exact = _eval(grid, params, batch, freqs)["exact"]
         for i, m in enumerate(grid.members):
           out[m.name]["ablation"].setdefault(band, {})[kind] = exact[i].tolist()
 
